@@ -1,0 +1,235 @@
+"""Stage 3, predictions: a factory that builds a scored-predictions asset (and its model source) from a spec.
+
+The demo's ``predictions/risk_scores`` and ``predictions/risk_summary`` are one instance of it. A user scores
+their own dataset by writing a :class:`ScoredDatasetSpec`, not by copying code.
+"""
+
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+
+import dagster as dg
+
+from batch_assets.observability import Stopwatch, peak_rss_mb
+from batch_assets.scoring.names import check_identifier, check_name, check_table, parse_partition_date
+from batch_assets.errors import permanent_errors
+from batch_assets.scoring.registry import ModelVersion
+from batch_assets.scoring.warehouse import replace_predictions_partition, replace_summary_partition
+from partitions import daily_partitions
+from resources import ModelRegistryResource, WarehouseResource
+
+# Run tags that pin the model of a run; a run that carries them never re-resolves the alias.
+MODEL_VERSION_TAG = "batch-assets/model_version"
+MODEL_SHA_TAG = "batch-assets/model_sha256"
+
+
+@dataclass(frozen=True)
+class ScoredDatasetSpec:
+    """What to score with which model, and where the scores go."""
+
+    name: str
+    features_asset: dg.AssetKey
+    features_table: str
+    model_name: str
+    output_table: str
+    key_column: str = "entity_id"
+    model_alias: str = "champion"
+    group_name: str = "predictions"
+    partitions_def: dg.PartitionsDefinition = field(default=daily_partitions)
+    batch_rows: int = 65_536
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        check_identifier(self.name)
+        check_table(self.features_table)
+        check_table(self.output_table)
+        check_identifier(self.key_column)
+        check_name("model name", self.model_name)
+        check_name("model alias", self.model_alias)
+
+    @property
+    def asset_key(self) -> dg.AssetKey:
+        return dg.AssetKey([self.group_name, self.name])
+
+    @property
+    def model_asset_key(self) -> dg.AssetKey:
+        return dg.AssetKey(["models", self.model_name])
+
+
+def resolve_model_version(
+    context: dg.AssetExecutionContext, registry: ModelRegistryResource, spec: ScoredDatasetSpec
+) -> ModelVersion:
+    """The version this run scores with: pinned by run tag when present, else the alias, resolved once."""
+    reg = registry.get_registry()
+    pinned = context.run.tags.get(MODEL_VERSION_TAG)
+    info = reg.get(spec.model_name, pinned) if pinned else reg.resolve(spec.model_name, spec.model_alias)
+    pinned_sha = context.run.tags.get(MODEL_SHA_TAG)
+    if pinned_sha and pinned_sha != info.sha256:
+        raise dg.Failure(
+            f"run pins {spec.model_name}/{info.version} with sha256 {pinned_sha}, but the registry manifest "
+            f"says {info.sha256}: refusing to score"
+        )
+    return info
+
+
+def build_model_source(spec: ScoredDatasetSpec) -> dg.SourceAsset:
+    """An observable source asset whose data version is the aliased version and its sha256."""
+
+    @dg.observable_source_asset(
+        key=spec.model_asset_key,
+        group_name="models",
+        description=(
+            f"The {spec.model_name!r} model version behind alias {spec.model_alias!r} in the model registry. "
+            "Its data version is '<version>@<sha256>', so a promotion marks the scores downstream stale."
+        ),
+        owners=["team:ml"],
+        tags={"dagster/kind/pytorch": ""},
+    )
+    def _model(model_registry: ModelRegistryResource) -> dg.ObserveResult:
+        reg = model_registry.get_registry()
+        info = reg.resolve(spec.model_name, spec.model_alias)
+        promotions = [e for e in reg.events(spec.model_name) if e.get("event") == "promote"]
+        return dg.ObserveResult(
+            data_version=dg.DataVersion(f"{info.version}@{info.sha256}"),
+            metadata={
+                "model_name": spec.model_name,
+                "alias": spec.model_alias,
+                "model_version": info.version,
+                "model_sha256": info.sha256,
+                "registered_at": info.manifest["created_at"],
+                "promotions": dg.MetadataValue.md(
+                    "| at | alias | version | previous |\n|---|---|---|---|\n"
+                    + "\n".join(
+                        f"| {e['at']} | {e['alias']} | {e['version']} | {e.get('previous') or ''} |"
+                        for e in promotions[-20:]
+                    )
+                ),
+            },
+        )
+
+    return _model
+
+
+def build_scored_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
+    """The partitioned predictions asset of ``spec``: score one features partition, replace it atomically."""
+
+    @dg.asset(
+        key=spec.asset_key,
+        group_name=spec.group_name,
+        partitions_def=spec.partitions_def,
+        deps=[spec.features_asset, spec.model_asset_key],
+        pool="duckdb_writer",
+        kinds={"duckdb", "pytorch"},
+        owners=["team:ml"],
+        description=spec.description
+        or (
+            f"Scores of {spec.features_table} by model {spec.model_name!r} (alias {spec.model_alias!r}), one "
+            f"row per {spec.key_column} and partition in {spec.output_table}; rows that cannot be scored go "
+            "to predictions.dead_letters with a reason."
+        ),
+    )
+    def _scored(
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource, model_registry: ModelRegistryResource
+    ) -> dg.MaterializeResult:
+        watch = Stopwatch()
+        day = parse_partition_date(context.partition_key)
+        with permanent_errors():
+            info = resolve_model_version(context, model_registry, spec)
+            loaded = model_registry.get_registry().load(spec.model_name, info.version)
+        load_s = watch.seconds
+        context.log.info(
+            "scoring %s %s with %s/%s (sha256 %s)", spec.asset_key.to_user_string(), day, spec.model_name,
+            info.version, info.sha256[:12],
+        )
+        with warehouse.connect() as con, permanent_errors():
+            stats = replace_predictions_partition(
+                con,
+                day=day,
+                module=loaded.module,
+                features_table=spec.features_table,
+                key=spec.key_column,
+                feature_columns=info.feature_names,
+                output_table=spec.output_table,
+                model_name=spec.model_name,
+                model_version=info.version,
+                run_id=context.run.run_id,
+                scored_at=dt.datetime.now(dt.UTC).replace(tzinfo=None),
+                batch_rows=spec.batch_rows,
+            )
+        seconds = watch.seconds
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": stats.rows_scored,
+                "rows_read": stats.rows_read,
+                "dead_letters": stats.dead_letters,
+                "dead_letter_reasons": json.dumps(stats.dead_reasons, sort_keys=True),
+                "model_name": spec.model_name,
+                "model_version": info.version,
+                "model_sha256": info.sha256,
+                "input_sha256": stats.input_sha256,
+                "duration_s": round(seconds, 3),
+                "model_load_s": round(load_s, 3),
+                "rows_per_s": round(stats.rows_read / max(seconds - load_s, 1e-9), 1),
+                "peak_rss_mb": round(peak_rss_mb(), 1),
+                "table": spec.output_table,
+            },
+            tags={MODEL_VERSION_TAG: info.version},
+        )
+
+    return _scored
+
+
+def build_summary_asset(spec: ScoredDatasetSpec, *, high_risk_threshold: float = 0.8) -> dg.AssetsDefinition:
+    """Daily summary of a scored partition (counts, mean and quantiles of scores, high-risk count)."""
+
+    @dg.asset(
+        key=dg.AssetKey([spec.group_name, spec.name.removesuffix("_scores") + "_summary"]),
+        group_name=spec.group_name,
+        partitions_def=spec.partitions_def,
+        deps=[spec.asset_key],
+        pool="duckdb_writer",
+        kinds={"duckdb"},
+        owners=["team:risk"],
+        description=(
+            f"Published daily summary of {spec.output_table}: rows, dead letters, mean/p50/p95 score and the "
+            f"count at or above {high_risk_threshold}. Runs only after the scores it summarises."
+        ),
+    )
+    def _summary(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+        day = parse_partition_date(context.partition_key)
+        with warehouse.connect() as con:
+            row = replace_summary_partition(
+                con,
+                day=day,
+                predictions_table=spec.output_table,
+                high_risk_threshold=high_risk_threshold,
+                run_id=context.run.run_id,
+                computed_at=dt.datetime.now(dt.UTC).replace(tzinfo=None),
+            )
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": 1,
+                "scored_rows": row["rows"],
+                "dead_letters": row["dead_letters"],
+                "model_version": row["model_version"],
+                "mean_score": round(row["mean_score"], 6),
+                "p95_score": round(row["p95_score"], 6),
+                "high_risk_count": row["high_risk_count"],
+            }
+        )
+
+    return _summary
+
+
+# The demo pipeline: daily card-transaction risk scoring.
+RISK_SCORES = ScoredDatasetSpec(
+    name="risk_scores",
+    features_asset=dg.AssetKey(["features", "customer_daily"]),
+    features_table="features.customer_daily",
+    model_name="risk_model",
+    output_table="predictions.risk_scores",
+)
+risk_model = build_model_source(RISK_SCORES)
+risk_scores = build_scored_asset(RISK_SCORES)
+risk_summary = build_summary_asset(RISK_SCORES)

@@ -1,0 +1,39 @@
+"""Stage 1, raw: landing Parquet files of one day loaded into ``raw.transactions``."""
+
+
+import dagster as dg
+
+from batch_assets.errors import permanent_errors
+from batch_assets.observability import Stopwatch
+from batch_assets.scoring.names import parse_partition_date
+from batch_assets.scoring.warehouse import read_landing_day, replace_raw_partition
+from partitions import daily_partitions
+from resources import LandingResource, WarehouseResource
+
+
+@dg.asset(
+    key=["raw", "transactions"],
+    group_name="raw",
+    partitions_def=daily_partitions,
+    pool="duckdb_writer",
+    kinds={"duckdb", "parquet"},
+    owners=["team:data-platform"],
+    description=(
+        "Card transactions of one day, loaded from landing/transactions/event_date=YYYY-MM-DD/*.parquet into "
+        "raw.transactions. The day is replaced in one transaction; files that break the contract fail the "
+        "partition with a message naming the column."
+    ),
+)
+def raw_transactions(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, landing: LandingResource
+) -> dg.MaterializeResult:
+    watch = Stopwatch()
+    day = parse_partition_date(context.partition_key)
+    with permanent_errors():
+        table = read_landing_day(landing.path, day)
+    with warehouse.connect() as con, permanent_errors():
+        rows = replace_raw_partition(con, day, table)
+    context.log.info("raw %s: %d transactions loaded", day, rows)
+    return dg.MaterializeResult(
+        metadata={"dagster/row_count": rows, "duration_s": round(watch.seconds, 3), "table": "raw.transactions"}
+    )

@@ -1,0 +1,324 @@
+"""The DuckDB storage contracts of DESIGN.md and the partition writes that keep them.
+
+Every write replaces exactly one partition inside one transaction (delete, then insert), so a re-run, a
+retry or a crash mid-write never leaves duplicates or half a partition. Values always travel as SQL
+parameters; the only names put into SQL text are validated identifiers (see ``names``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.dataset as pads
+from torch import nn
+
+from batch_assets.scoring.names import check_identifier, quote_table
+from batch_assets.scoring.scorer import ScoreStats, check_columns, score_batches
+
+RAW_TABLE = "raw.transactions"
+FEATURES_TABLE = "features.customer_daily"
+PREDICTIONS_TABLE = "predictions.risk_scores"
+DEAD_LETTERS_TABLE = "predictions.dead_letters"
+SUMMARY_TABLE = "predictions.risk_summary"
+
+# The demo features, in the order the demo model consumes them.
+FEATURE_COLUMNS: tuple[str, ...] = (
+    "txn_count_1d",
+    "amount_sum_1d",
+    "amount_max_1d",
+    "night_txn_share_1d",
+    "online_txn_share_1d",
+    "new_country_txn_1d",
+    "txn_count_7d",
+    "amount_sum_7d",
+    "txn_count_30d",
+    "amount_mean_30d",
+    "amount_std_30d",
+    "amount_max_ratio_1d_30d",
+    "distinct_merchant_categories_30d",
+    "distinct_countries_30d",
+    "days_since_prev_txn",
+)
+
+RAW_COLUMNS: dict[str, pa.DataType] = {
+    "transaction_id": pa.string(),
+    "customer_id": pa.int64(),
+    "event_ts": pa.timestamp("us"),
+    "amount": pa.float64(),
+    "merchant_category": pa.string(),
+    "country": pa.string(),
+    "channel": pa.string(),
+}
+
+DDL = [
+    "CREATE SCHEMA IF NOT EXISTS raw",
+    "CREATE SCHEMA IF NOT EXISTS features",
+    "CREATE SCHEMA IF NOT EXISTS predictions",
+    """CREATE TABLE IF NOT EXISTS raw.transactions (
+        transaction_id VARCHAR NOT NULL, customer_id BIGINT, event_ts TIMESTAMP, amount DOUBLE,
+        merchant_category VARCHAR, country VARCHAR, channel VARCHAR, event_date DATE NOT NULL)""",
+    "CREATE TABLE IF NOT EXISTS features.customer_daily (entity_id BIGINT, partition_date DATE NOT NULL, "
+    + ", ".join(f"{c} DOUBLE" for c in FEATURE_COLUMNS)
+    + ")",
+    """CREATE TABLE IF NOT EXISTS predictions.dead_letters (
+        partition_date DATE NOT NULL, entity_id BIGINT, reason VARCHAR NOT NULL, payload JSON,
+        run_id VARCHAR NOT NULL, recorded_at TIMESTAMP NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS predictions.risk_summary (
+        partition_date DATE PRIMARY KEY, model_name VARCHAR NOT NULL, model_version VARCHAR NOT NULL,
+        rows BIGINT NOT NULL, dead_letters BIGINT NOT NULL, mean_score DOUBLE, p50_score DOUBLE,
+        p95_score DOUBLE, high_risk_threshold DOUBLE NOT NULL, high_risk_count BIGINT NOT NULL,
+        run_id VARCHAR NOT NULL, computed_at TIMESTAMP NOT NULL)""",
+]
+
+
+def predictions_ddl(table: str) -> str:
+    """The predictions contract for ``table``; the primary key makes a duplicate impossible to commit."""
+    return f"""CREATE TABLE IF NOT EXISTS {quote_table(table)} (
+        entity_id BIGINT NOT NULL, partition_date DATE NOT NULL, score REAL NOT NULL,
+        model_name VARCHAR NOT NULL, model_version VARCHAR NOT NULL, run_id VARCHAR NOT NULL,
+        scored_at TIMESTAMP NOT NULL, PRIMARY KEY (entity_id, partition_date))"""
+
+
+def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the contract tables that do not exist yet (idempotent)."""
+    for stmt in [*DDL, predictions_ddl(PREDICTIONS_TABLE)]:
+        con.execute(stmt)
+
+
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield con
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+
+
+# -- raw ---------------------------------------------------------------------------------------------
+
+
+class LandingError(ValueError):
+    """Landing files for a day are missing, unreadable or break the raw contract."""
+
+
+def landing_dir(landing_root: Path, day: dt.date) -> Path:
+    return landing_root / "transactions" / f"event_date={day.isoformat()}"
+
+
+def read_landing_day(landing_root: Path, day: dt.date) -> pa.Table:
+    """Read and validate one day of landing Parquet files against the raw contract."""
+    folder = landing_dir(landing_root, day)
+    if not folder.is_dir():
+        raise LandingError(f"no landing folder for {day}: {folder} does not exist")
+    try:
+        table = pads.dataset(folder, format="parquet").to_table()
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise LandingError(f"landing files for {day} in {folder} are unreadable: {exc}") from exc
+    for name, typ in RAW_COLUMNS.items():
+        if name not in table.column_names:
+            raise LandingError(f"landing files for {day} have no column {name!r} (has: {table.column_names})")
+        try:
+            table = table.set_column(table.column_names.index(name), name, table.column(name).cast(typ))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise LandingError(
+                f"landing column {name!r} for {day} has type {table.schema.field(name).type}, expected {typ}: {exc}"
+            ) from exc
+    return table.select(list(RAW_COLUMNS))
+
+
+def replace_raw_partition(con: duckdb.DuckDBPyConnection, day: dt.date, table: pa.Table) -> int:
+    """Replace raw day ``day`` with ``table``; rows whose timestamp falls on another day are refused."""
+    con.register("_landing", table)
+    try:
+        wrong_day = con.execute(
+            "SELECT count(*) FROM _landing WHERE CAST(event_ts AS DATE) IS DISTINCT FROM $day", {"day": day}
+        ).fetchone()[0]
+        if wrong_day:
+            raise LandingError(f"{wrong_day} landing rows for {day} have an event_ts on another day")
+        with transaction(con):
+            con.execute("DELETE FROM raw.transactions WHERE event_date = $day", {"day": day})
+            con.execute(
+                "INSERT INTO raw.transactions SELECT transaction_id, customer_id, event_ts, amount, "
+                "merchant_category, country, channel, $day FROM _landing",
+                {"day": day},
+            )
+    finally:
+        con.unregister("_landing")
+    return table.num_rows
+
+
+# -- features ----------------------------------------------------------------------------------------
+
+FEATURES_SELECT = """
+WITH w AS (
+    SELECT customer_id, event_ts, event_date, amount, merchant_category, country, channel
+    FROM raw.transactions
+    WHERE event_date BETWEEN $start AND $day AND customer_id IS NOT NULL
+),
+prior AS (  -- countries each customer used before day D, within the window
+    SELECT DISTINCT customer_id, country FROM w WHERE event_date < $day
+),
+today AS (
+    SELECT w.customer_id,
+           count(*) AS n,
+           sum(w.amount) AS amount_sum,
+           max(w.amount) AS amount_max,
+           avg(CASE WHEN hour(w.event_ts) < 6 THEN 1.0 ELSE 0.0 END) AS night_share,
+           avg(CASE WHEN w.channel = 'online' THEN 1.0 ELSE 0.0 END) AS online_share,
+           sum(CASE WHEN p.country IS NULL THEN 1.0 ELSE 0.0 END) AS new_country
+    FROM w LEFT JOIN prior p ON p.customer_id = w.customer_id AND p.country = w.country
+    WHERE w.event_date = $day
+    GROUP BY w.customer_id
+),
+hist AS (
+    SELECT customer_id,
+           count(*) FILTER (WHERE event_date > $day - 7) AS txn_count_7d,
+           coalesce(sum(amount) FILTER (WHERE event_date > $day - 7), 0) AS amount_sum_7d,
+           count(*) AS txn_count_30d,
+           avg(amount) AS amount_mean_30d,
+           coalesce(stddev_samp(amount), 0) AS amount_std_30d,
+           count(DISTINCT merchant_category) AS distinct_merchant_categories_30d,
+           count(DISTINCT country) AS distinct_countries_30d,
+           max(event_date) FILTER (WHERE event_date < $day) AS prev_day
+    FROM w GROUP BY customer_id
+)
+SELECT h.customer_id AS entity_id,
+       $day AS partition_date,
+       coalesce(t.n, 0)::DOUBLE AS txn_count_1d,
+       coalesce(t.amount_sum, 0)::DOUBLE AS amount_sum_1d,
+       coalesce(t.amount_max, 0)::DOUBLE AS amount_max_1d,
+       coalesce(t.night_share, 0)::DOUBLE AS night_txn_share_1d,
+       coalesce(t.online_share, 0)::DOUBLE AS online_txn_share_1d,
+       coalesce(t.new_country, 0)::DOUBLE AS new_country_txn_1d,
+       h.txn_count_7d::DOUBLE AS txn_count_7d,
+       h.amount_sum_7d::DOUBLE AS amount_sum_7d,
+       h.txn_count_30d::DOUBLE AS txn_count_30d,
+       h.amount_mean_30d::DOUBLE AS amount_mean_30d,
+       h.amount_std_30d::DOUBLE AS amount_std_30d,
+       (coalesce(t.amount_max, 0) / h.amount_mean_30d)::DOUBLE AS amount_max_ratio_1d_30d,
+       h.distinct_merchant_categories_30d::DOUBLE AS distinct_merchant_categories_30d,
+       h.distinct_countries_30d::DOUBLE AS distinct_countries_30d,
+       coalesce(date_diff('day', h.prev_day, $day), $window)::DOUBLE AS days_since_prev_txn
+FROM hist h LEFT JOIN today t USING (customer_id)
+"""
+
+
+def replace_features_partition(con: duckdb.DuckDBPyConnection, day: dt.date, window_start: dt.date) -> int:
+    """Recompute features for ``day`` from raw days ``window_start..day``; returns the row count.
+
+    One row per customer with at least one transaction in the window. ``window_start`` comes from the
+    asset's partition mapping, so the SQL and the Dagster lineage agree on the window.
+    """
+    params = {"day": day, "start": window_start, "window": (day - window_start).days + 1}
+    with transaction(con):
+        con.execute("DELETE FROM features.customer_daily WHERE partition_date = $day", {"day": day})
+        con.execute(
+            f"INSERT INTO features.customer_daily (entity_id, partition_date, {', '.join(FEATURE_COLUMNS)}) "
+            + FEATURES_SELECT,
+            params,
+        )
+        return con.execute(
+            "SELECT count(*) FROM features.customer_daily WHERE partition_date = $day", {"day": day}
+        ).fetchone()[0]
+
+
+# -- predictions -------------------------------------------------------------------------------------
+
+
+def replace_predictions_partition(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    day: dt.date,
+    module: nn.Module,
+    features_table: str,
+    key: str,
+    feature_columns: Sequence[str],
+    output_table: str,
+    model_name: str,
+    model_version: str,
+    run_id: str,
+    scored_at: dt.datetime,
+    batch_rows: int = 65_536,
+) -> ScoreStats:
+    """Score features ``day`` and replace that partition of ``output_table`` and its dead letters.
+
+    Features stream from a second cursor while the write transaction is open, so memory stays bounded by
+    ``batch_rows``. The commit happens only after every batch is written: readers see the old partition
+    or the new one, never a mix.
+    """
+    check_identifier(key)
+    for col in feature_columns:
+        check_identifier(col)
+    src, out = quote_table(features_table), quote_table(output_table)
+    check_columns(con.sql(f"SELECT * FROM {src} LIMIT 0").to_arrow_table().schema, key, feature_columns)
+    con.execute(predictions_ddl(output_table))
+    select = (
+        f'SELECT "{key}", ' + ", ".join(f'"{c}"' for c in feature_columns)
+        + f' FROM {src} WHERE partition_date = $day ORDER BY "{key}" NULLS FIRST'
+    )
+    stats = ScoreStats()
+    reader_con = con.cursor()
+    common = {"day": day, "model_name": model_name, "version": model_version, "run_id": run_id, "at": scored_at}
+    try:
+        reader = reader_con.sql(select, params={"day": day}).to_arrow_reader(batch_rows)
+        with transaction(con):
+            con.execute(f"DELETE FROM {out} WHERE partition_date = $day", {"day": day})
+            con.execute("DELETE FROM predictions.dead_letters WHERE partition_date = $day", {"day": day})
+            for part in score_batches(module, reader, key=key, features=feature_columns, stats=stats):
+                con.register("_scored", part.scored)
+                con.execute(
+                    f'INSERT INTO {out} SELECT "{key}", $day, score, $model_name, $version, $run_id, $at '
+                    "FROM _scored",
+                    common,
+                )
+                con.unregister("_scored")
+                if part.dead is not None:
+                    con.register("_dead", part.dead)
+                    con.execute(
+                        f'INSERT INTO predictions.dead_letters SELECT $day, "{key}", reason, payload::JSON, '
+                        "$run_id, $at FROM _dead",
+                        {k: common[k] for k in ("day", "run_id", "at")},
+                    )
+                    con.unregister("_dead")
+    finally:
+        reader_con.close()
+    return stats
+
+
+def replace_summary_partition(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    day: dt.date,
+    predictions_table: str,
+    high_risk_threshold: float,
+    run_id: str,
+    computed_at: dt.datetime,
+) -> dict[str, object]:
+    """Replace the daily summary of the scored partition ``day``; returns the summary row."""
+    src = quote_table(predictions_table)
+    params = {"day": day, "threshold": high_risk_threshold, "run_id": run_id, "at": computed_at}
+    with transaction(con):
+        con.execute("DELETE FROM predictions.risk_summary WHERE partition_date = $day", {"day": day})
+        con.execute(
+            f"""INSERT INTO predictions.risk_summary
+            SELECT $day, any_value(model_name), any_value(model_version), count(*),
+                   (SELECT count(*) FROM predictions.dead_letters WHERE partition_date = $day),
+                   avg(score), quantile_cont(score, 0.5), quantile_cont(score, 0.95), $threshold,
+                   count(*) FILTER (WHERE score >= $threshold), $run_id, $at
+            FROM {src} WHERE partition_date = $day
+            HAVING count(*) > 0""",
+            params,
+        )
+    row = con.sql(
+        "SELECT * FROM predictions.risk_summary WHERE partition_date = $day", params={"day": day}
+    ).to_arrow_table().to_pylist()
+    if not row:
+        raise ValueError(f"no scored rows in {predictions_table} for {day}: materialize its predictions first")
+    return row[0]

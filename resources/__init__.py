@@ -1,0 +1,11 @@
+"""Dagster resources of batch-assets and the one builder that binds them (``build_resources``).
+
+This is a top-level package of this repository (not the PyPI distribution of the same name).
+"""
+
+from resources.builder import build_resources
+from resources.landing import LandingResource
+from resources.registry import ModelRegistryResource
+from resources.warehouse import WarehouseResource
+
+__all__ = ["LandingResource", "ModelRegistryResource", "WarehouseResource", "build_resources"]
