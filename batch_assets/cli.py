@@ -100,6 +100,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    _quiet_dagster()
     from batch_assets.demo import run_demo
     from batch_assets.scoring.demo_data import DemoConfig
 
@@ -174,12 +175,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def _quiet_dagster() -> None:
+    """Beta/preview notices are for the code author, not for someone running the demo."""
     import dagster as dg
 
-    # Beta/preview notices are for the code author, not for someone running the demo.
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+
+
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

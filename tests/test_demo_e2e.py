@@ -1,0 +1,63 @@
+"""End to end: the demo command from a fresh state folder, twice, as `make demo` runs it."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+
+from batch_assets.scoring.registry import ModelRegistry
+
+CLI = str(Path(sys.executable).parent / "batch-assets")
+DAYS = 32
+
+
+def demo(home: Path) -> str:
+    env = {**os.environ, "BATCH_ASSETS_HOME": str(home)}
+    env.pop("DAGSTER_HOME", None)  # the demo must set up its own under the state folder
+    proc = subprocess.run([CLI, "demo", "--days", str(DAYS), "--customers", "1500"], env=env, capture_output=True,
+                          text=True, timeout=400)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def counts(home: Path):
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+        return con.execute(
+            """SELECT f.partition_date, f.n, p.n, p.distinct_n, p.versions
+            FROM (SELECT partition_date, count(*) n FROM features.customer_daily GROUP BY ALL) f
+            LEFT JOIN (SELECT partition_date, count(*) n, count(DISTINCT entity_id) distinct_n,
+                              string_agg(DISTINCT model_version) versions
+                       FROM predictions.risk_scores GROUP BY ALL) p USING (partition_date)
+            ORDER BY 1"""
+        ).fetchall()
+
+
+@pytest.mark.slow
+def test_demo_from_scratch_then_again(tmp_path):
+    home = tmp_path / "state"
+    out = demo(home)
+    assert "registered risk_model version 1" in out and "promoted it to champion" in out
+    assert f"done: {DAYS} days" in out and str(home) in out and "make ui" in out
+    for sub in ["warehouse.duckdb", "registry", "landing", "dagster_home/dagster.yaml"]:
+        assert (home / sub).exists(), sub
+
+    first = counts(home)
+    assert len(first) == DAYS
+    assert all(f_n == p_n == distinct for _, f_n, p_n, distinct, _ in first)
+    assert {v for *_, v in first} == {"1"}
+    assert ModelRegistry(home / "registry").resolve("risk_model", "champion").version == "1"
+
+    # the runs are in the Dagster instance the UI reads
+    os.environ["DAGSTER_HOME"] = str(home / "dagster_home")
+    with dg.DagsterInstance.get() as instance:
+        for key in (["raw", "transactions"], ["features", "customer_daily"], ["predictions", "risk_scores"],
+                    ["predictions", "risk_summary"]):
+            assert len(instance.get_materialized_partitions(dg.AssetKey(key))) == DAYS, key
+
+    second = demo(home)  # idempotent: keeps the champion, replaces partitions, duplicates nothing
+    assert "not retraining" in second
+    assert counts(home) == first
