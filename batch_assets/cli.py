@@ -5,6 +5,7 @@
     batch-assets models show NAME[@ALIAS|/VERSION] [--json]
     batch-assets models promote NAME VERSION [--alias champion]
     batch-assets demo [--days N] [--customers N] [--seed N]
+    batch-assets materialize START [END] [--job daily_pipeline|ingest_daily|score_daily]
     batch-assets init | where
 
 The registry is the one Dagster reads: ``$BATCH_ASSETS_HOME/registry`` unless ``--registry`` says otherwise.
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from batch_assets.scoring.model_format import ArtifactError
-from batch_assets.scoring.names import InvalidName
+from batch_assets.scoring.names import InvalidName, parse_partition_date
 from batch_assets.scoring.registry import ModelRegistry, ModelVersion, RegistryError
 from batch_assets.settings import Settings
 
@@ -115,6 +116,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_materialize(args: argparse.Namespace) -> int:
+    _quiet_dagster()
+    from batch_assets.definitions import build_definitions
+    from batch_assets.local_runs import open_instance, run_partitions
+    from partitions import daily_partitions
+
+    start = parse_partition_date(args.start).isoformat()
+    end = parse_partition_date(args.end or args.start).isoformat()
+    keys = [k for k in daily_partitions.get_partition_keys() if start <= k <= end]
+    if not keys:
+        print(f"error: no partitions between {start} and {end} (partitions start at "
+              f"{daily_partitions.get_first_partition_key()} and end yesterday)", file=sys.stderr)
+        return 2
+    settings = Settings.from_env()
+    with open_instance(settings) as instance:
+        run_partitions(build_definitions(settings), instance, args.job, keys, say=print)
+    return 0
+
+
 def _print_where(settings: Settings) -> None:
     print(f"state folder:      {settings.home}   (BATCH_ASSETS_HOME)")
     print(f"  warehouse:       {settings.warehouse}")
@@ -129,7 +149,7 @@ def cmd_where(args: argparse.Namespace) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from batch_assets.demo import prepare_dagster_home
+    from batch_assets.local_runs import prepare_dagster_home
 
     settings = Settings.from_env()
     prepare_dagster_home(settings)
@@ -168,6 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--customers", type=int, default=10_000)
     p.add_argument("--seed", type=int, default=7)
     p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("materialize", help="run a job for one day or a range of days, one run per day")
+    p.add_argument("start", help="first day, YYYY-MM-DD")
+    p.add_argument("end", nargs="?", help="last day (default: the first)")
+    p.add_argument("--job", default="daily_pipeline",
+                   choices=["daily_pipeline", "ingest_daily", "score_daily"])
+    p.set_defaults(func=cmd_materialize)
     p = sub.add_parser("where", help="print where the state lives")
     p.set_defaults(func=cmd_where)
     p = sub.add_parser("init", help="create the state folder and its dagster.yaml")
@@ -188,6 +214,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (RegistryError, ArtifactError, InvalidName, FileNotFoundError, json.JSONDecodeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        from batch_assets.local_runs import RunFailed
+
+        if not isinstance(exc, RunFailed):
+            raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

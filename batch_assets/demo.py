@@ -7,14 +7,11 @@ re-materializes partitions in place (replacing, never duplicating, their rows).
 from __future__ import annotations
 
 import datetime as dt
-import os
-import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import dagster as dg
 import duckdb
 import numpy as np
 import pyarrow.dataset as pads
@@ -22,12 +19,11 @@ import pyarrow.dataset as pads
 from batch_assets.scoring import demo_data, training
 from batch_assets.scoring.registry import ModelNotFound, ModelRegistry
 from batch_assets.scoring.warehouse import FEATURE_COLUMNS
-from batch_assets.settings import REPO_ROOT, Settings
+from batch_assets.local_runs import QUIET, RunFailed, open_instance, run_partitions
+from batch_assets.settings import Settings
 
 MODEL_NAME = "risk_model"
 TRAIN_DAYS = 21
-# Runs log to the instance (the UI shows them); the console gets warnings and errors only.
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 @dataclass
@@ -36,15 +32,6 @@ class DemoResult:
     model_version: str
     predictions: int
     dead_letters: int
-
-
-def prepare_dagster_home(settings: Settings) -> Path:
-    """Create DAGSTER_HOME under the state folder with the embedded default's dagster.yaml."""
-    settings.ensure()
-    target = settings.dagster_home / "dagster.yaml"
-    if not target.exists():
-        shutil.copyfile(REPO_ROOT / "deployments" / "local" / "dagster.yaml", target)
-    return settings.dagster_home
 
 
 def train_and_register(settings: Settings, days: list[dt.date], say: Callable[[str], None]) -> str:
@@ -97,27 +84,21 @@ def run_demo(
 ) -> DemoResult:
     from batch_assets.definitions import build_definitions
 
-    prepare_dagster_home(settings)
-    os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
     missing = [d for d in cfg.dates if not demo_data.day_is_written(settings.landing, d)]
     if missing:
         say(f"generating {len(missing)} days of landing data for {cfg.customers:,} customers (seed {cfg.seed})")
         demo_data.write_landing(cfg, settings.landing, days=missing)
     defs = build_definitions(settings)
     keys = [d.isoformat() for d in cfg.dates]
-    with dg.DagsterInstance.get() as instance:
-        ingest = defs.resolve_job_def("ingest_daily")
+    with open_instance(settings) as instance:
         say(f"materializing raw/transactions and features/customer_daily for {keys[0]}..{keys[-1]}")
-        for key in keys:
-            _execute(ingest, instance, key)
+        run_partitions(defs, instance, "ingest_daily", keys)
         version = train_and_register(settings, cfg.dates, say)
         observed = defs.resolve_job_def("observe_models").execute_in_process(instance=instance, run_config=QUIET)
         if not observed.success:
-            raise RuntimeError("observing models/risk_model failed")
-        score = defs.resolve_job_def("score_daily")
+            raise RunFailed("observing models/risk_model failed")
         say(f"materializing predictions/risk_scores and predictions/risk_summary for {len(keys)} days")
-        for key in keys:
-            _execute(score, instance, key)
+        run_partitions(defs, instance, "score_daily", keys)
     with duckdb.connect(str(settings.warehouse), read_only=True) as con:
         preds = con.execute(
             "SELECT count(*) FROM predictions.risk_scores WHERE partition_date BETWEEN $a AND $b",
@@ -128,13 +109,3 @@ def run_demo(
             {"a": cfg.dates[0], "b": cfg.dates[-1]},
         ).fetchone()[0]
     return DemoResult(days=cfg.dates, model_version=version, predictions=preds, dead_letters=dead)
-
-
-def _execute(job: dg.JobDefinition, instance: dg.DagsterInstance, partition_key: str) -> None:
-    result = job.execute_in_process(
-        instance=instance, partition_key=partition_key, raise_on_error=False, run_config=QUIET
-    )
-    if not result.success:
-        failure = next((e for e in result.all_events if e.is_step_failure), None)
-        detail = failure.step_failure_data.error.message.strip() if failure else "see the run in the UI"
-        raise RuntimeError(f"{job.name} failed for partition {partition_key} (run {result.run_id}): {detail}")

@@ -15,13 +15,16 @@ CLI = str(Path(sys.executable).parent / "batch-assets")
 DAYS = 32
 
 
-def demo(home: Path) -> str:
+def cli(home: Path, *args: str, expect: int = 0) -> subprocess.CompletedProcess:
     env = {**os.environ, "BATCH_ASSETS_HOME": str(home)}
-    env.pop("DAGSTER_HOME", None)  # the demo must set up its own under the state folder
-    proc = subprocess.run([CLI, "demo", "--days", str(DAYS), "--customers", "1500"], env=env, capture_output=True,
-                          text=True, timeout=400)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc.stdout
+    env.pop("DAGSTER_HOME", None)  # the command must set up its own under the state folder
+    proc = subprocess.run([CLI, *args], env=env, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == expect, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def demo(home: Path) -> str:
+    return cli(home, "demo", "--days", str(DAYS), "--customers", "1500").stdout
 
 
 def counts(home: Path):
@@ -61,3 +64,10 @@ def test_demo_from_scratch_then_again(tmp_path):
     second = demo(home)  # idempotent: keeps the champion, replaces partitions, duplicates nothing
     assert "not retraining" in second
     assert counts(home) == first
+
+    # one day of the whole chain again, from the shell, as a user pointing it at new files would
+    out = cli(home, "materialize", "2026-10-02").stdout
+    assert "daily_pipeline 2026-10-02: ok" in out
+    assert counts(home) == first
+    missing = cli(home, "materialize", "2026-10-03", expect=2)
+    assert "no landing folder for 2026-10-03" in missing.stderr and "Traceback" not in missing.stderr

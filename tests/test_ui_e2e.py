@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from batch_assets.demo import prepare_dagster_home
+from batch_assets.local_runs import prepare_dagster_home
 from batch_assets.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent

@@ -1,0 +1,56 @@
+"""Runs on the embedded default from the shell: one in-process run per partition, recorded in the instance
+under ``$BATCH_ASSETS_HOME/dagster_home`` so the UI shows them like runs it launched itself."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import dagster as dg
+
+from batch_assets.settings import REPO_ROOT, Settings
+
+# Runs log to the instance (the UI shows them); the console gets warnings and errors only.
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def prepare_dagster_home(settings: Settings) -> Path:
+    """Create the state folder and DAGSTER_HOME with the embedded default's dagster.yaml."""
+    settings.ensure()
+    target = settings.dagster_home / "dagster.yaml"
+    if not target.exists():
+        shutil.copyfile(REPO_ROOT / "deployments" / "local" / "dagster.yaml", target)
+    return settings.dagster_home
+
+
+def open_instance(settings: Settings) -> dg.DagsterInstance:
+    """The Dagster instance of the state folder (the one `make ui` serves)."""
+    prepare_dagster_home(settings)
+    os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
+    return dg.DagsterInstance.get()
+
+
+def run_partitions(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    job_name: str,
+    partition_keys: Iterable[str],
+    say: Callable[[str], None] = lambda _: None,
+) -> None:
+    """Run ``job_name`` once per partition key, in order; stop at the first failure with its message."""
+    job = defs.resolve_job_def(job_name)
+    for key in partition_keys:
+        result = job.execute_in_process(
+            instance=instance, partition_key=key, raise_on_error=False, run_config=QUIET
+        )
+        if not result.success:
+            failure = next((e for e in result.all_events if e.is_step_failure), None)
+            detail = failure.step_failure_data.error.message.strip() if failure else "see the run in the UI"
+            raise RunFailed(f"{job_name} failed for partition {key} (run {result.run_id}): {detail}")
+        say(f"{job_name} {key}: ok (run {result.run_id[:8]})")
+
+
+class RunFailed(RuntimeError):
+    """A run launched from the shell failed; the message carries the step's error."""
