@@ -5,7 +5,7 @@
     batch-assets models show NAME[@ALIAS|/VERSION] [--json]
     batch-assets models promote NAME VERSION [--alias champion]
     batch-assets demo [--days N] [--customers N] [--seed N]
-    batch-assets materialize START [END] [--job daily_pipeline|ingest_daily|score_daily]
+    batch-assets materialize START [END] [--job daily_pipeline|ingest_daily|score_daily|check_daily]
     batch-assets init | where
 
 The registry is the one Dagster reads: ``$BATCH_ASSETS_HOME/registry`` unless ``--registry`` says otherwise.
@@ -192,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("start", help="first day, YYYY-MM-DD")
     p.add_argument("end", nargs="?", help="last day (default: the first)")
     p.add_argument("--job", default="daily_pipeline",
-                   choices=["daily_pipeline", "ingest_daily", "score_daily"])
+                   choices=["daily_pipeline", "ingest_daily", "score_daily", "check_daily"])
     p.set_defaults(func=cmd_materialize)
     p = sub.add_parser("where", help="print where the state lives")
     p.set_defaults(func=cmd_where)

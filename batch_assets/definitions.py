@@ -8,36 +8,44 @@ from __future__ import annotations
 
 import dagster as dg
 
+from batch_assets.checks import build_checks
 from batch_assets.features import customer_daily_features
-from batch_assets.predictions import risk_model, risk_scores, risk_summary
+from batch_assets.predictions import RISK_SCORES, risk_model, risk_scores, risk_summary
 from batch_assets.raw import raw_transactions
 from batch_assets.settings import Settings
 from partitions import daily_partitions
 from resources import build_resources
 
 ASSETS = [raw_transactions, customer_daily_features, risk_model, risk_scores, risk_summary]
+CHECKS = build_checks(RISK_SCORES)
+FEATURE_CHECKS = dg.AssetSelection.checks_for_assets(customer_daily_features)
 
 ingest_job = dg.define_asset_job(
     "ingest_daily",
-    selection=dg.AssetSelection.assets(raw_transactions, customer_daily_features),
-    partitions_def=daily_partitions,
-    description="Load one day of landing files and compute its features.",
+    selection=dg.AssetSelection.assets(raw_transactions, customer_daily_features).without_checks()
+    | dg.AssetSelection.checks(dg.AssetCheckKey(customer_daily_features.key, "contract")),
+    description="Load one day of landing files, compute its features and check their contract.",
 )
 score_job = dg.define_asset_job(
     "score_daily",
-    selection=dg.AssetSelection.assets(risk_scores, risk_summary),
-    partitions_def=daily_partitions,
-    description="Score one day of features with the champion model and publish its summary.",
+    selection=dg.AssetSelection.assets(risk_scores, risk_summary) | FEATURE_CHECKS,
+    description="Check one day of features, score it with the champion model, check the scores and publish "
+    "the summary when the blocking checks pass.",
 )
 daily_pipeline_job = dg.define_asset_job(
     "daily_pipeline",
     selection=dg.AssetSelection.assets(raw_transactions, customer_daily_features, risk_scores, risk_summary),
-    partitions_def=daily_partitions,
     description="The whole chain for one day: raw -> features -> predictions -> summary.",
+)
+check_job = dg.define_asset_job(
+    "check_daily",
+    selection=dg.AssetSelection.checks_for_assets(customer_daily_features, risk_scores),
+    partitions_def=daily_partitions,
+    description="Re-run every check of one day's features and scores without rematerializing them.",
 )
 observe_models_job = dg.define_asset_job(
     "observe_models",
-    selection=dg.AssetSelection.keys(risk_model.key),
+    selection=dg.AssetSelection.assets(risk_model.key),
     description="Record the model version behind the champion alias.",
 )
 
@@ -46,8 +54,10 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     """Definitions of the embedded default, with every path under ``settings.home``."""
     return dg.Definitions(
         assets=ASSETS,
-        jobs=[ingest_job, score_job, daily_pipeline_job, observe_models_job],
+        asset_checks=CHECKS,
+        jobs=[ingest_job, score_job, daily_pipeline_job, check_job, observe_models_job],
         resources=build_resources(settings),
+        executor=dg.in_process_executor if settings.executor == "in_process" else dg.multiprocess_executor,
     )
 
 

@@ -21,6 +21,7 @@ from batch_assets.scoring.registry import ModelNotFound, ModelRegistry
 from batch_assets.scoring.warehouse import FEATURE_COLUMNS
 from batch_assets.local_runs import QUIET, RunFailed, open_instance, run_partitions
 from batch_assets.settings import Settings
+from partitions import FEATURE_WINDOW_DAYS
 
 MODEL_NAME = "risk_model"
 TRAIN_DAYS = 21
@@ -34,8 +35,18 @@ class DemoResult:
     dead_letters: int
 
 
-def train_and_register(settings: Settings, days: list[dt.date], say: Callable[[str], None]) -> str:
-    """Train the demo model on the first ``TRAIN_DAYS`` feature days, register it, promote to champion."""
+def training_days(cfg: demo_data.DemoConfig) -> list[dt.date]:
+    """The first ``TRAIN_DAYS`` days whose features have a full 30-day window (and no injected shift).
+
+    Training on full-window days makes the model's reference statistics comparable with the days the drift
+    checks judge; with too few days of data it falls back to the first days.
+    """
+    complete = [d for d in cfg.dates[FEATURE_WINDOW_DAYS - 1 :] if d not in cfg.shift_days]
+    return (complete or cfg.dates)[:TRAIN_DAYS]
+
+
+def train_and_register(settings: Settings, train_days: list[dt.date], say: Callable[[str], None]) -> str:
+    """Train the demo model on ``train_days`` of features and labels, register it, promote it to champion."""
     registry = ModelRegistry(settings.registry)
     try:
         champion = registry.resolve(MODEL_NAME, "champion")
@@ -43,7 +54,6 @@ def train_and_register(settings: Settings, days: list[dt.date], say: Callable[[s
         return champion.version
     except ModelNotFound:
         pass
-    train_days = days[:TRAIN_DAYS]
     labels = pads.dataset(
         [str(demo_data.labels_dir(settings.landing, d) / demo_data.LANDING_FILE) for d in train_days],
         format="parquet",
@@ -93,7 +103,7 @@ def run_demo(
     with open_instance(settings) as instance:
         say(f"materializing raw/transactions and features/customer_daily for {keys[0]}..{keys[-1]}")
         run_partitions(defs, instance, "ingest_daily", keys)
-        version = train_and_register(settings, cfg.dates, say)
+        version = train_and_register(settings, training_days(cfg), say)
         observed = defs.resolve_job_def("observe_models").execute_in_process(instance=instance, run_config=QUIET)
         if not observed.success:
             raise RunFailed("observing models/risk_model failed")
@@ -103,9 +113,9 @@ def run_demo(
         preds = con.execute(
             "SELECT count(*) FROM predictions.risk_scores WHERE partition_date BETWEEN $a AND $b",
             {"a": cfg.dates[0], "b": cfg.dates[-1]},
-        ).fetchone()[0]
+        ).fetchall()[0][0]
         dead = con.execute(
             "SELECT count(*) FROM predictions.dead_letters WHERE partition_date BETWEEN $a AND $b",
             {"a": cfg.dates[0], "b": cfg.dates[-1]},
-        ).fetchone()[0]
+        ).fetchall()[0][0]
     return DemoResult(days=cfg.dates, model_version=version, predictions=preds, dead_letters=dead)

@@ -7,7 +7,7 @@ from batch_assets.observability import Stopwatch
 from batch_assets.raw import raw_transactions
 from batch_assets.scoring.names import parse_partition_date
 from batch_assets.scoring.warehouse import FEATURE_COLUMNS, replace_features_partition
-from partitions import daily_partitions, trailing_feature_window
+from partitions import FEATURE_WINDOW_DAYS, daily_partitions, trailing_feature_window
 from resources import WarehouseResource
 
 
@@ -24,7 +24,7 @@ def window_start(partition_key: str) -> str:
     group_name="features",
     partitions_def=daily_partitions,
     deps=[dg.AssetDep(raw_transactions, partition_mapping=trailing_feature_window)],
-    pool="duckdb_writer",
+    pool="duckdb_warehouse",
     kinds={"duckdb", "sql"},
     owners=["team:data-platform"],
     description=(
@@ -49,6 +49,8 @@ def customer_daily_features(context: dg.AssetExecutionContext, warehouse: Wareho
         metadata={
             "dagster/row_count": rows,
             "raw_window": f"{start}..{day}",
+            "window_days": (day - start).days + 1,
+            "window_complete": (day - start).days + 1 == FEATURE_WINDOW_DAYS,
             "duration_s": round(watch.seconds, 3),
             "table": "features.customer_daily",
         }

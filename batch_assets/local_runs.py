@@ -11,6 +11,7 @@ from pathlib import Path
 import dagster as dg
 
 from batch_assets.settings import REPO_ROOT, Settings
+from partitions import daily_partitions
 
 # Runs log to the instance (the UI shows them); the console gets warnings and errors only.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -32,6 +33,24 @@ def open_instance(settings: Settings) -> dg.DagsterInstance:
     return dg.DagsterInstance.get()
 
 
+def execute_for_partition(
+    job: dg.JobDefinition, instance: dg.DagsterInstance, partition_key: str, tags: dict[str, str] | None = None
+) -> dg.ExecuteInProcessResult:
+    """One in-process run of ``job`` for ``partition_key``.
+
+    A checks-only job (``check_daily``) selects no asset, so Dagster 1.13 cannot infer its partitions to
+    validate the key; its partition travels as the ``dagster/partition`` tag instead, after validating it
+    against the shared partitions definition here.
+    """
+    if job.is_asset_job:
+        return job.execute_in_process(instance=instance, partition_key=partition_key, tags=tags,
+                                      raise_on_error=False, run_config=QUIET)
+    if not daily_partitions.has_partition_key(partition_key):
+        raise RunFailed(f"{partition_key} is not a partition of {job.name}")
+    return job.execute_in_process(instance=instance, tags={**(tags or {}), "dagster/partition": partition_key},
+                                  raise_on_error=False, run_config=QUIET)
+
+
 def run_partitions(
     defs: dg.Definitions,
     instance: dg.DagsterInstance,
@@ -42,9 +61,7 @@ def run_partitions(
     """Run ``job_name`` once per partition key, in order; stop at the first failure with its message."""
     job = defs.resolve_job_def(job_name)
     for key in partition_keys:
-        result = job.execute_in_process(
-            instance=instance, partition_key=key, raise_on_error=False, run_config=QUIET
-        )
+        result = execute_for_partition(job, instance, key)
         if not result.success:
             failure = next((e for e in result.all_events if e.is_step_failure), None)
             detail = failure.step_failure_data.error.message.strip() if failure else "see the run in the UI"

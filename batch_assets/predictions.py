@@ -7,11 +7,14 @@ their own dataset by writing a :class:`ScoredDatasetSpec`, not by copying code.
 
 import datetime as dt
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import dagster as dg
 
 from batch_assets.observability import Stopwatch, peak_rss_mb
+from batch_assets.scoring.contracts import CUSTOMER_DAILY_CONTRACT, FeatureContract
+from batch_assets.scoring.drift import DriftThresholds
 from batch_assets.scoring.names import check_identifier, check_name, check_table, parse_partition_date
 from batch_assets.errors import permanent_errors
 from batch_assets.scoring.registry import ModelVersion
@@ -26,7 +29,7 @@ MODEL_SHA_TAG = "batch-assets/model_sha256"
 
 @dataclass(frozen=True)
 class ScoredDatasetSpec:
-    """What to score with which model, and where the scores go."""
+    """What to score with which model, where the scores go, and how each partition is checked."""
 
     name: str
     features_asset: dg.AssetKey
@@ -37,20 +40,34 @@ class ScoredDatasetSpec:
     model_alias: str = "champion"
     group_name: str = "predictions"
     partitions_def: dg.PartitionsDefinition = field(default=daily_partitions)
+    dead_letter_table: str = "predictions.dead_letters"
+    summary_table: str = "predictions.risk_summary"
+    contract: FeatureContract | None = None
+    max_dead_letter_fraction: float = 0.01
+    score_drift: DriftThresholds = field(default_factory=DriftThresholds)
+    feature_drift: DriftThresholds = field(default_factory=DriftThresholds)
+    feature_drift_overrides: Mapping[str, DriftThresholds] = field(default_factory=dict)
+    high_risk_threshold: float = 0.8
     batch_rows: int = 65_536
     description: str = ""
 
     def __post_init__(self) -> None:
         check_identifier(self.name)
-        check_table(self.features_table)
-        check_table(self.output_table)
+        for table in (self.features_table, self.output_table, self.dead_letter_table, self.summary_table):
+            check_table(table)
         check_identifier(self.key_column)
         check_name("model name", self.model_name)
         check_name("model alias", self.model_alias)
+        if not 0 <= self.max_dead_letter_fraction <= 1:
+            raise ValueError(f"max_dead_letter_fraction must be in [0, 1], got {self.max_dead_letter_fraction}")
 
     @property
     def asset_key(self) -> dg.AssetKey:
         return dg.AssetKey([self.group_name, self.name])
+
+    @property
+    def summary_asset_key(self) -> dg.AssetKey:
+        return dg.AssetKey([self.group_name, self.name.removesuffix("_scores") + "_summary"])
 
     @property
     def model_asset_key(self) -> dg.AssetKey:
@@ -119,7 +136,7 @@ def build_scored_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
         group_name=spec.group_name,
         partitions_def=spec.partitions_def,
         deps=[spec.features_asset, spec.model_asset_key],
-        pool="duckdb_writer",
+        pool="duckdb_warehouse",
         kinds={"duckdb", "pytorch"},
         owners=["team:ml"],
         description=spec.description
@@ -155,6 +172,8 @@ def build_scored_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
                 model_version=info.version,
                 run_id=context.run.run_id,
                 scored_at=dt.datetime.now(dt.UTC).replace(tzinfo=None),
+                dead_letter_table=spec.dead_letter_table,
+                limits=spec.contract.limits() if spec.contract else None,
                 batch_rows=spec.batch_rows,
             )
         seconds = watch.seconds
@@ -163,6 +182,7 @@ def build_scored_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
                 "dagster/row_count": stats.rows_scored,
                 "rows_read": stats.rows_read,
                 "dead_letters": stats.dead_letters,
+                "dead_letter_fraction": round(stats.dead_letters / stats.rows_read, 6) if stats.rows_read else 0.0,
                 "dead_letter_reasons": json.dumps(stats.dead_reasons, sort_keys=True),
                 "model_name": spec.model_name,
                 "model_version": info.version,
@@ -180,15 +200,20 @@ def build_scored_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
     return _scored
 
 
-def build_summary_asset(spec: ScoredDatasetSpec, *, high_risk_threshold: float = 0.8) -> dg.AssetsDefinition:
-    """Daily summary of a scored partition (counts, mean and quantiles of scores, high-risk count)."""
+def build_summary_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
+    """Daily summary of a scored partition (counts, mean and quantiles of scores, high-risk count).
+
+    It runs after the blocking checks of the scores: a failing completeness, validity, provenance or
+    dead-letter check stops it, so a bad partition is never published.
+    """
+    high_risk_threshold = spec.high_risk_threshold
 
     @dg.asset(
-        key=dg.AssetKey([spec.group_name, spec.name.removesuffix("_scores") + "_summary"]),
+        key=spec.summary_asset_key,
         group_name=spec.group_name,
         partitions_def=spec.partitions_def,
         deps=[spec.asset_key],
-        pool="duckdb_writer",
+        pool="duckdb_warehouse",
         kinds={"duckdb"},
         owners=["team:risk"],
         description=(
@@ -206,6 +231,8 @@ def build_summary_asset(spec: ScoredDatasetSpec, *, high_risk_threshold: float =
                 high_risk_threshold=high_risk_threshold,
                 run_id=context.run.run_id,
                 computed_at=dt.datetime.now(dt.UTC).replace(tzinfo=None),
+                summary_table=spec.summary_table,
+                dead_letter_table=spec.dead_letter_table,
             )
         return dg.MaterializeResult(
             metadata={
@@ -229,6 +256,7 @@ RISK_SCORES = ScoredDatasetSpec(
     features_table="features.customer_daily",
     model_name="risk_model",
     output_table="predictions.risk_scores",
+    contract=CUSTOMER_DAILY_CONTRACT,
 )
 risk_model = build_model_source(RISK_SCORES)
 risk_scores = build_scored_asset(RISK_SCORES)

@@ -15,7 +15,7 @@ from resources import LandingResource, WarehouseResource
     key=["raw", "transactions"],
     group_name="raw",
     partitions_def=daily_partitions,
-    pool="duckdb_writer",
+    pool="duckdb_warehouse",
     kinds={"duckdb", "parquet"},
     owners=["team:data-platform"],
     description=(

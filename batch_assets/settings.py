@@ -12,18 +12,32 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HOME_ENV = "BATCH_ASSETS_HOME"
+EXECUTOR_ENV = "BATCH_ASSETS_EXECUTOR"
+EXECUTORS = ("in_process", "multiprocess")
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Paths of the embedded default deployment, all under ``home``."""
+    """Paths of the embedded default deployment, all under ``home``, and the run executor.
+
+    The embedded default runs every step of a run in one process (``in_process``): DuckDB admits one
+    writing process per file, so separate step processes would only queue on its lock.
+    """
 
     home: Path
+    executor: str = "in_process"
+
+    def __post_init__(self) -> None:
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"{EXECUTOR_ENV}={self.executor!r}: expected one of {', '.join(EXECUTORS)}")
 
     @classmethod
     def from_env(cls) -> Settings:
         value = os.environ.get(HOME_ENV)
-        return cls(home=Path(value).expanduser().resolve() if value else REPO_ROOT / ".batch-assets")
+        return cls(
+            home=Path(value).expanduser().resolve() if value else REPO_ROOT / ".batch-assets",
+            executor=os.environ.get(EXECUTOR_ENV, "in_process"),
+        )
 
     @property
     def warehouse(self) -> Path:

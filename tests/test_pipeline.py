@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from batch_assets.definitions import build_definitions
-from batch_assets.predictions import MODEL_SHA_TAG, MODEL_VERSION_TAG
+from resources import build_resources
+from batch_assets.predictions import MODEL_SHA_TAG, MODEL_VERSION_TAG, risk_scores
 from batch_assets.scoring.model_format import load_artifact
 from tests.conftest import make_model, write_artifact
 
@@ -110,13 +111,23 @@ def test_model_source_data_version_is_champion_version_and_sha(defs, instance, r
     assert record.asset_observation.data_version == f"1@{info.sha256}"
 
 
-def test_schema_break_fails_before_scoring_and_keeps_the_partition(scored, defs, instance, landing):
+def test_schema_break_stops_scoring_naming_the_column_and_keeps_the_partition(scored, defs, instance, landing):
     before = predictions(landing)
     with duckdb.connect(str(landing.warehouse)) as con:
         con.execute("ALTER TABLE features.customer_daily DROP COLUMN amount_std_30d")
+    # in the job, the blocking contract check on the features fails first and scoring never starts
     result = run(defs, instance, "score_daily", LAST)
     assert not result.success
-    assert "schema break" in failure_message(result) and "'amount_std_30d'" in failure_message(result)
+    contract = next(e for e in result.get_asset_check_evaluations() if e.check_name == "contract")
+    assert not contract.passed
+    assert "'amount_std_30d': missing (rule: column_in_dataframe)" in contract.description
+    assert not any(e.step_key == "predictions__risk_scores" for e in result.all_events if e.is_step_success)
+    # scored on its own, the asset itself refuses before scoring, naming the column
+    alone = dg.materialize([risk_scores], partition_key=LAST,
+                           instance=instance, resources=build_resources(landing), raise_on_error=False,
+                           selection=dg.AssetSelection.assets(["predictions", "risk_scores"]).without_checks())
+    assert not alone.success
+    assert "schema break" in failure_message(alone) and "'amount_std_30d'" in failure_message(alone)
     assert predictions(landing) == before
 
 

@@ -94,3 +94,17 @@ def test_empty_input_scores_nothing():
     scored_parts = list(score_batches(make_model(3), batches(table(0), 10), key="entity_id",
                                       features=FEATURES, stats=(stats := ScoreStats())))
     assert all(p.scored.num_rows == 0 for p in scored_parts) and stats.rows_read == 0
+
+
+def test_rows_outside_hard_limits_are_dead_lettered_naming_the_rule():
+    tbl = pa.table({"entity_id": pa.array([1, 2, 3], pa.int64()), "a": [0.5, -1.0, 0.5],
+                    "b": [0.5, 0.5, 7.0], "c": [0.0, 0.0, 0.0]})
+    stats = ScoreStats()
+    out = list(score_batches(make_model(3), batches(tbl, 10), key="entity_id", features=FEATURES, stats=stats,
+                             limits={"a": (0, None), "b": (0, 1)}))
+    assert out[0].scored.column("entity_id").to_pylist() == [1]
+    assert out[0].dead.column("reason").to_pylist() == [
+        "out_of_range: a=-1 outside [0, inf]",
+        "out_of_range: b=7 outside [0, 1]",
+    ]
+    assert stats.dead_reasons == {"out_of_range": 2}

@@ -34,7 +34,7 @@ class DemoConfig:
     start: dt.date = dt.date(2026, 9, 1)
     days: int = 60
     fraud_rate: float = 0.01
-    shift_days: tuple[dt.date, ...] = field(default=(dt.date(2026, 10, 20),))
+    shift_days: tuple[dt.date, ...] = field(default=(dt.date(2026, 10, 25),))
 
     @property
     def dates(self) -> list[dt.date]:

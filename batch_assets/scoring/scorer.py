@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -81,9 +81,18 @@ def score_batches(
     key: str,
     features: Sequence[str],
     stats: ScoreStats,
+    limits: Mapping[str, tuple[float | None, float | None]] | None = None,
 ) -> Iterator[ScoredBatch]:
-    """Score ``batches`` (ordered by ``key``) with ``module``; update ``stats`` as batches are consumed."""
+    """Score ``batches`` (ordered by ``key``) with ``module``; update ``stats`` as batches are consumed.
+
+    ``limits`` maps feature columns to inclusive hard limits (None: unbounded); a row outside them is
+    dead-lettered instead of scored.
+    """
     features = list(features)
+    lo = np.array([(limits or {}).get(c, (None, None))[0] for c in features], dtype=np.float64)
+    hi = np.array([(limits or {}).get(c, (None, None))[1] for c in features], dtype=np.float64)
+    lo, hi = np.nan_to_num(lo, nan=-np.inf), np.nan_to_num(hi, nan=np.inf)
+    bounded = bool(np.isfinite(lo).any() or np.isfinite(hi).any())
     last_key: int | None = None
     schema = getattr(batches, "schema", None)  # a RecordBatchReader knows its schema before any batch
     if schema is not None:
@@ -105,6 +114,7 @@ def score_batches(
         stats.update_checksum(keys, key_null, x)
 
         finite_rows = np.isfinite(x).all(axis=1)
+        in_range = ((x >= lo) & (x <= hi)).all(axis=1) | ~finite_rows if bounded else np.ones(n, dtype=bool)
         duplicate = np.zeros(n, dtype=bool)
         duplicate[1:] = (keys[1:] == keys[:-1]) & ~key_null[1:] & ~key_null[:-1]
         if last_key is not None and not key_null[0]:
@@ -113,7 +123,7 @@ def score_batches(
         if valid_keys.size:
             last_key = int(valid_keys[-1])
 
-        ok = finite_rows & ~key_null & ~duplicate
+        ok = finite_rows & in_range & ~key_null & ~duplicate
         scores = np.full(n, np.nan, dtype=np.float32)
         if ok.any():
             rows = x if ok.all() else x[ok]
@@ -128,7 +138,8 @@ def score_batches(
         dead = None
         bad = np.flatnonzero(~ok)
         if bad.size:
-            dead = _dead_letters(batch, key, features, bad, key_null, finite_rows, duplicate, bad_score, x)
+            dead = _dead_letters(batch, key, features, bad, key_null, finite_rows, in_range, duplicate, bad_score,
+                                 x, lo, hi)
             stats.dead_letters += dead.num_rows
             for reason in dead.column("reason").to_pylist():
                 stats.dead_reasons[reason.split(":")[0]] = stats.dead_reasons.get(reason.split(":")[0], 0) + 1
@@ -142,9 +153,12 @@ def _dead_letters(
     bad: np.ndarray,
     key_null: np.ndarray,
     finite_rows: np.ndarray,
+    in_range: np.ndarray,
     duplicate: np.ndarray,
     bad_score: np.ndarray,
     x: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
 ) -> pa.Table:
     """One row per unscored input row: key (may be null), reason, and the row as JSON text (bad rows only)."""
     keys = batch.column(key).take(pa.array(bad)).to_pylist()
@@ -155,6 +169,11 @@ def _dead_letters(
         elif not finite_rows[i]:
             cols = [features[j] for j in np.flatnonzero(~np.isfinite(x[i]))]
             reason = "non_finite_feature: " + ", ".join(cols)
+        elif not in_range[i]:
+            cols = np.flatnonzero((x[i] < lo) | (x[i] > hi))
+            reason = "out_of_range: " + ", ".join(
+                f"{features[j]}={row[features[j]]:g} outside [{lo[j]:g}, {hi[j]:g}]" for j in cols
+            )
         elif duplicate[i]:
             reason = f"duplicate_key: {key} {row[key]} appears more than once in the input"
         else:

@@ -15,26 +15,8 @@ import torch
 from scipy.stats import rankdata
 from torch import nn
 
+from batch_assets.scoring.drift import reference_stats
 from batch_assets.scoring.model_format import TabularMLP, save_artifact
-
-REFERENCE_QUANTILES = np.linspace(0.0, 1.0, 101)
-
-
-def reference_stats(values: np.ndarray) -> dict[str, Any]:
-    """Summary of one variable for drift checks: 101 quantiles, moments, count and non-finite count."""
-    values = np.asarray(values, dtype=np.float64)
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
-        return {"count": int(values.size), "non_finite": int(values.size), "quantiles": []}
-    return {
-        "count": int(values.size),
-        "non_finite": int(values.size - finite.size),
-        "mean": float(finite.mean()),
-        "std": float(finite.std()),
-        "min": float(finite.min()),
-        "max": float(finite.max()),
-        "quantiles": [float(q) for q in np.quantile(finite, REFERENCE_QUANTILES)],
-    }
 
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:

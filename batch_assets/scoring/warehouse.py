@@ -8,7 +8,7 @@ parameters; the only names put into SQL text are validated identifiers (see ``na
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -65,14 +65,6 @@ DDL = [
     "CREATE TABLE IF NOT EXISTS features.customer_daily (entity_id BIGINT, partition_date DATE NOT NULL, "
     + ", ".join(f"{c} DOUBLE" for c in FEATURE_COLUMNS)
     + ")",
-    """CREATE TABLE IF NOT EXISTS predictions.dead_letters (
-        partition_date DATE NOT NULL, entity_id BIGINT, reason VARCHAR NOT NULL, payload JSON,
-        run_id VARCHAR NOT NULL, recorded_at TIMESTAMP NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS predictions.risk_summary (
-        partition_date DATE PRIMARY KEY, model_name VARCHAR NOT NULL, model_version VARCHAR NOT NULL,
-        rows BIGINT NOT NULL, dead_letters BIGINT NOT NULL, mean_score DOUBLE, p50_score DOUBLE,
-        p95_score DOUBLE, high_risk_threshold DOUBLE NOT NULL, high_risk_count BIGINT NOT NULL,
-        run_id VARCHAR NOT NULL, computed_at TIMESTAMP NOT NULL)""",
 ]
 
 
@@ -84,9 +76,26 @@ def predictions_ddl(table: str) -> str:
         scored_at TIMESTAMP NOT NULL, PRIMARY KEY (entity_id, partition_date))"""
 
 
+def summary_ddl(table: str) -> str:
+    """One published summary row per scored partition."""
+    return f"""CREATE TABLE IF NOT EXISTS {quote_table(table)} (
+        partition_date DATE PRIMARY KEY, model_name VARCHAR NOT NULL, model_version VARCHAR NOT NULL,
+        rows BIGINT NOT NULL, dead_letters BIGINT NOT NULL, mean_score DOUBLE, p50_score DOUBLE,
+        p95_score DOUBLE, high_risk_threshold DOUBLE NOT NULL, high_risk_count BIGINT NOT NULL,
+        run_id VARCHAR NOT NULL, computed_at TIMESTAMP NOT NULL)"""
+
+
+def dead_letters_ddl(table: str) -> str:
+    """Rows that could not be scored, with the reason and the row itself."""
+    return f"""CREATE TABLE IF NOT EXISTS {quote_table(table)} (
+        partition_date DATE NOT NULL, entity_id BIGINT, reason VARCHAR NOT NULL, payload JSON,
+        run_id VARCHAR NOT NULL, recorded_at TIMESTAMP NOT NULL)"""
+
+
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create the contract tables that do not exist yet (idempotent)."""
-    for stmt in [*DDL, predictions_ddl(PREDICTIONS_TABLE)]:
+    for stmt in [*DDL, predictions_ddl(PREDICTIONS_TABLE), dead_letters_ddl(DEAD_LETTERS_TABLE),
+                 summary_ddl(SUMMARY_TABLE)]:
         con.execute(stmt)
 
 
@@ -139,7 +148,7 @@ def replace_raw_partition(con: duckdb.DuckDBPyConnection, day: dt.date, table: p
     try:
         wrong_day = con.execute(
             "SELECT count(*) FROM _landing WHERE CAST(event_ts AS DATE) IS DISTINCT FROM $day", {"day": day}
-        ).fetchone()[0]
+        ).fetchall()[0][0]
         if wrong_day:
             raise LandingError(f"{wrong_day} landing rows for {day} have an event_ts on another day")
         with transaction(con):
@@ -226,7 +235,7 @@ def replace_features_partition(con: duckdb.DuckDBPyConnection, day: dt.date, win
         )
         return con.execute(
             "SELECT count(*) FROM features.customer_daily WHERE partition_date = $day", {"day": day}
-        ).fetchone()[0]
+        ).fetchall()[0][0]
 
 
 # -- predictions -------------------------------------------------------------------------------------
@@ -245,6 +254,8 @@ def replace_predictions_partition(
     model_version: str,
     run_id: str,
     scored_at: dt.datetime,
+    dead_letter_table: str = DEAD_LETTERS_TABLE,
+    limits: Mapping[str, tuple[float | None, float | None]] | None = None,
     batch_rows: int = 65_536,
 ) -> ScoreStats:
     """Score features ``day`` and replace that partition of ``output_table`` and its dead letters.
@@ -256,9 +267,10 @@ def replace_predictions_partition(
     check_identifier(key)
     for col in feature_columns:
         check_identifier(col)
-    src, out = quote_table(features_table), quote_table(output_table)
+    src, out, dead = quote_table(features_table), quote_table(output_table), quote_table(dead_letter_table)
     check_columns(con.sql(f"SELECT * FROM {src} LIMIT 0").to_arrow_table().schema, key, feature_columns)
     con.execute(predictions_ddl(output_table))
+    con.execute(dead_letters_ddl(dead_letter_table))
     select = (
         f'SELECT "{key}", ' + ", ".join(f'"{c}"' for c in feature_columns)
         + f' FROM {src} WHERE partition_date = $day ORDER BY "{key}" NULLS FIRST'
@@ -270,8 +282,8 @@ def replace_predictions_partition(
         reader = reader_con.sql(select, params={"day": day}).to_arrow_reader(batch_rows)
         with transaction(con):
             con.execute(f"DELETE FROM {out} WHERE partition_date = $day", {"day": day})
-            con.execute("DELETE FROM predictions.dead_letters WHERE partition_date = $day", {"day": day})
-            for part in score_batches(module, reader, key=key, features=feature_columns, stats=stats):
+            con.execute(f"DELETE FROM {dead} WHERE partition_date = $day", {"day": day})
+            for part in score_batches(module, reader, key=key, features=feature_columns, stats=stats, limits=limits):
                 con.register("_scored", part.scored)
                 con.execute(
                     f'INSERT INTO {out} SELECT "{key}", $day, score, $model_name, $version, $run_id, $at '
@@ -282,7 +294,7 @@ def replace_predictions_partition(
                 if part.dead is not None:
                     con.register("_dead", part.dead)
                     con.execute(
-                        f'INSERT INTO predictions.dead_letters SELECT $day, "{key}", reason, payload::JSON, '
+                        f'INSERT INTO {dead} SELECT $day, "{key}", reason, payload::JSON, '
                         "$run_id, $at FROM _dead",
                         {k: common[k] for k in ("day", "run_id", "at")},
                     )
@@ -300,25 +312,27 @@ def replace_summary_partition(
     high_risk_threshold: float,
     run_id: str,
     computed_at: dt.datetime,
+    summary_table: str = SUMMARY_TABLE,
+    dead_letter_table: str = DEAD_LETTERS_TABLE,
 ) -> dict[str, object]:
     """Replace the daily summary of the scored partition ``day``; returns the summary row."""
-    src = quote_table(predictions_table)
+    src, out, dead = quote_table(predictions_table), quote_table(summary_table), quote_table(dead_letter_table)
+    con.execute(summary_ddl(summary_table))
     params = {"day": day, "threshold": high_risk_threshold, "run_id": run_id, "at": computed_at}
     with transaction(con):
-        con.execute("DELETE FROM predictions.risk_summary WHERE partition_date = $day", {"day": day})
+        con.execute(f"DELETE FROM {out} WHERE partition_date = $day", {"day": day})
         con.execute(
-            f"""INSERT INTO predictions.risk_summary
+            f"""INSERT INTO {out}
             SELECT $day, any_value(model_name), any_value(model_version), count(*),
-                   (SELECT count(*) FROM predictions.dead_letters WHERE partition_date = $day),
+                   (SELECT count(*) FROM {dead} WHERE partition_date = $day),
                    avg(score), quantile_cont(score, 0.5), quantile_cont(score, 0.95), $threshold,
                    count(*) FILTER (WHERE score >= $threshold), $run_id, $at
             FROM {src} WHERE partition_date = $day
             HAVING count(*) > 0""",
             params,
         )
-    row = con.sql(
-        "SELECT * FROM predictions.risk_summary WHERE partition_date = $day", params={"day": day}
-    ).to_arrow_table().to_pylist()
+    row = con.sql(f"SELECT * FROM {out} WHERE partition_date = $day", params={"day": day}).to_arrow_table().to_pylist()
     if not row:
         raise ValueError(f"no scored rows in {predictions_table} for {day}: materialize its predictions first")
     return row[0]
+
