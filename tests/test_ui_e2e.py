@@ -1,4 +1,4 @@
-"""`dagster dev` with this workspace on 127.0.0.1: the code location loads and GraphQL shows the asset graph."""
+"""`dagster dev` with this workspace on 127.0.0.1, driven through GraphQL as the UI drives it."""
 
 import json
 import os
@@ -10,12 +10,19 @@ import time
 import urllib.request
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
-from batch_assets.local_runs import prepare_dagster_home
+from batch_assets.definitions import build_definitions
+from batch_assets.local_runs import open_instance, run_partitions
+from batch_assets.scoring.demo_data import DemoConfig, write_landing
+from batch_assets.scoring.registry import ModelRegistry
 from batch_assets.settings import Settings
+from tests.conftest import write_artifact
 
 REPO = Path(__file__).resolve().parent.parent
+BACKFILL_DAYS = ["2026-09-06", "2026-09-07", "2026-09-08"]
+PREDICTION_CHECKS = ["completeness", "dead_letters", "validity", "provenance", "score_drift"]
 
 
 def free_port() -> int:
@@ -24,22 +31,34 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def graphql(port: int, query: str) -> dict:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query}).encode(),
+def graphql(port: int, query: str, variables: dict | None = None) -> dict:
+    body = json.dumps({"query": query, "variables": variables or {}}).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=body,
                                  headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=30) as resp:
-        return json.loads(resp.read())
+        data = json.loads(resp.read())
+    assert "errors" not in data, data["errors"]
+    return data["data"]
 
 
-@pytest.mark.slow
-def test_dagster_dev_serves_the_asset_graph(tmp_path):
-    settings = Settings(home=tmp_path / "home")
-    prepare_dagster_home(settings)
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A state folder with 8 days ingested and a champion, served by `dagster dev` on a free loopback port."""
+    settings = Settings(home=tmp_path_factory.mktemp("ui") / "home")
+    cfg = DemoConfig(customers=300, days=8)
+    write_landing(cfg, settings.landing)
+    registry = ModelRegistry(settings.registry)
+    registry.promote("risk_model", registry.register(
+        "risk_model", write_artifact(settings.home.parent / "m.safetensors")).version)
+    old_home = os.environ.get("DAGSTER_HOME")
+    with open_instance(settings) as instance:
+        run_partitions(build_definitions(settings), instance, "ingest_daily", [d.isoformat() for d in cfg.dates])
     port = free_port()
     env = {**os.environ, "BATCH_ASSETS_HOME": str(settings.home), "DAGSTER_HOME": str(settings.dagster_home)}
     dagster = str(Path(sys.executable).parent / "dagster")
+    log = open(settings.home / "dagster-dev.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen([dagster, "dev", "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"], cwd=REPO,
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.time() + 120
         while True:
@@ -47,23 +66,10 @@ def test_dagster_dev_serves_the_asset_graph(tmp_path):
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2)
                 break
             except OSError:
-                assert proc.poll() is None, "dagster dev exited"
+                assert proc.poll() is None, (settings.home / "dagster-dev.log").read_text()[-3000:]
                 assert time.time() < deadline, "dagster dev did not answer within 120 s"
                 time.sleep(1)
-        while True:  # the code location loads after the webserver answers
-            data = graphql(port, "{ assetNodes { assetKey { path } groupName isObservable isPartitioned } }")
-            nodes = data.get("data", {}).get("assetNodes") or []
-            if nodes or time.time() > deadline:
-                break
-            time.sleep(1)
-        got = {"/".join(n["assetKey"]["path"]): (n["groupName"], n["isObservable"], n["isPartitioned"]) for n in nodes}
-        assert got == {
-            "raw/transactions": ("raw", False, True),
-            "features/customer_daily": ("features", False, True),
-            "predictions/risk_scores": ("predictions", False, True),
-            "predictions/risk_summary": ("predictions", False, True),
-            "models/risk_model": ("models", True, False),
-        }
+        yield port, settings
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -71,3 +77,69 @@ def test_dagster_dev_serves_the_asset_graph(tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        log.close()
+        if old_home is None:
+            os.environ.pop("DAGSTER_HOME", None)
+        else:
+            os.environ["DAGSTER_HOME"] = old_home
+
+
+@pytest.mark.slow
+def test_dagster_dev_serves_the_asset_graph(server):
+    port, _ = server
+    deadline = time.time() + 60
+    while True:  # the code location loads after the webserver answers
+        nodes = graphql(port, "{ assetNodes { assetKey { path } groupName isObservable isPartitioned } }")["assetNodes"]
+        if nodes or time.time() > deadline:
+            break
+        time.sleep(1)
+    got = {"/".join(n["assetKey"]["path"]): (n["groupName"], n["isObservable"], n["isPartitioned"]) for n in nodes}
+    assert got == {
+        "raw/transactions": ("raw", False, True),
+        "features/customer_daily": ("features", False, True),
+        "predictions/risk_scores": ("predictions", False, True),
+        "predictions/risk_summary": ("predictions", False, True),
+        "models/risk_model": ("models", True, False),
+    }
+
+
+LAUNCH = """mutation Launch($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+  }
+}"""
+STATUS = """query Status($id: String!) {
+  partitionBackfillOrError(backfillId: $id) { ... on PartitionBackfill { status } }
+}"""
+
+
+@pytest.mark.slow
+def test_partition_backfill_stores_check_results_per_partition(server):
+    port, settings = server
+    params = {"assetSelection": [{"path": ["predictions", "risk_scores"]}, {"path": ["predictions", "risk_summary"]}],
+              "partitionNames": BACKFILL_DAYS, "title": "test backfill"}
+    launched = graphql(port, LAUNCH, {"params": params})["launchPartitionBackfill"]
+    assert launched["__typename"] == "LaunchBackfillSuccess", launched
+    deadline = time.time() + 300
+    while True:
+        status = graphql(port, STATUS, {"id": launched["backfillId"]})["partitionBackfillOrError"]["status"]
+        if status.startswith("COMPLETED") or status in ("FAILED", "CANCELED") or time.time() > deadline:
+            break
+        time.sleep(3)
+    assert status == "COMPLETED_SUCCESS", (settings.home / "dagster-dev.log").read_text()[-4000:]
+
+    with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+        storage = instance.event_log_storage
+        for name in PREDICTION_CHECKS:
+            key = dg.AssetCheckKey(dg.AssetKey(["predictions", "risk_scores"]), name)
+            history = storage.get_asset_check_execution_history(key, limit=20)
+            assert sorted(h.partition for h in history) == BACKFILL_DAYS, name
+            assert all(h.status.value == "SUCCEEDED" for h in history), name
+        summary = instance.get_materialized_partitions(dg.AssetKey(["predictions", "risk_summary"]))
+        assert summary == set(BACKFILL_DAYS)
+    # and the UI's own view: per-partition check statuses through GraphQL
+    data = graphql(port, """{ assetCheckExecutions(assetKey: {path: ["predictions", "risk_scores"]},
+                               checkName: "completeness", limit: 10) { partition status } }""")
+    assert sorted(e["partition"] for e in data["assetCheckExecutions"]) == BACKFILL_DAYS
