@@ -12,6 +12,8 @@ from batch_assets.checks import build_checks
 from batch_assets.features import customer_daily_features
 from batch_assets.predictions import RISK_SCORES, risk_model, risk_scores, risk_summary
 from batch_assets.raw import raw_transactions
+from batch_assets.schedules import build_daily_schedule
+from batch_assets.sensors import build_rollout_sensor
 from batch_assets.settings import Settings
 from partitions import daily_partitions
 from resources import build_resources
@@ -56,6 +58,10 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         assets=ASSETS,
         asset_checks=CHECKS,
         jobs=[ingest_job, score_job, daily_pipeline_job, check_job, observe_models_job],
+        sensors=[build_rollout_sensor(RISK_SCORES, score_job, window=settings.rollout_window,
+                                      max_per_tick=settings.rollout_max_per_tick)],
+        schedules=[build_daily_schedule(daily_pipeline_job, cron=settings.schedule_cron,
+                                        timezone=settings.schedule_timezone)],
         resources=build_resources(settings),
         executor=dg.in_process_executor if settings.executor == "in_process" else dg.multiprocess_executor,
     )

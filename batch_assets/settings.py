@@ -26,6 +26,10 @@ class Settings:
 
     home: Path
     executor: str = "in_process"
+    schedule_cron: str = "30 1 * * *"
+    schedule_timezone: str = "UTC"
+    rollout_window: int | None = None
+    rollout_max_per_tick: int = 10
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:
@@ -34,9 +38,14 @@ class Settings:
     @classmethod
     def from_env(cls) -> Settings:
         value = os.environ.get(HOME_ENV)
+        window = os.environ.get("BATCH_ASSETS_ROLLOUT_WINDOW")
         return cls(
             home=Path(value).expanduser().resolve() if value else REPO_ROOT / ".batch-assets",
             executor=os.environ.get(EXECUTOR_ENV, "in_process"),
+            schedule_cron=os.environ.get("BATCH_ASSETS_SCHEDULE_CRON", "30 1 * * *"),
+            schedule_timezone=os.environ.get("BATCH_ASSETS_SCHEDULE_TZ", "UTC"),
+            rollout_window=int(window) if window else None,
+            rollout_max_per_tick=int(os.environ.get("BATCH_ASSETS_ROLLOUT_MAX_PER_TICK", "10")),
         )
 
     @property
