@@ -10,6 +10,7 @@ from typing import Any
 
 import dagster as dg
 
+from batch_assets.history import latest_materialization
 from batch_assets.predictions import MODEL_VERSION_TAG, ScoredDatasetSpec
 from batch_assets.scoring import partition_checks as pc
 from batch_assets.scoring.names import parse_partition_date
@@ -45,15 +46,6 @@ def to_result(outcome: pc.CheckOutcome) -> dg.AssetCheckResult:
         passed=outcome.passed, severity=SEVERITY[outcome.severity], description=outcome.description,
         metadata=metadata,
     )
-
-
-def latest_materialization(
-    instance: dg.DagsterInstance, key: dg.AssetKey, partition: str
-) -> dg.EventLogRecord | None:
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
-    ).records
-    return records[0] if records else None
 
 
 def _incomplete_window(instance: dg.DagsterInstance, features: dg.AssetKey, partition: str) -> str | None:

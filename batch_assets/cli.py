@@ -6,6 +6,7 @@
     batch-assets models promote NAME VERSION [--alias champion]
     batch-assets demo [--days N] [--customers N] [--seed N]
     batch-assets materialize START [END] [--job daily_pipeline|ingest_daily|score_daily|check_daily]
+    batch-assets rescore status | plan
     batch-assets init | where
 
 The registry is the one Dagster reads: ``$BATCH_ASSETS_HOME/registry`` unless ``--registry`` says otherwise.
@@ -135,6 +136,20 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rescore(args: argparse.Namespace) -> int:
+    _quiet_dagster()
+    from batch_assets import rescore
+    from batch_assets.local_runs import open_instance
+
+    settings = Settings.from_env()
+    with open_instance(settings) as instance:
+        if args.rescore_command == "status":
+            rescore.status(settings, instance, say=print)
+        else:
+            rescore.plan(settings, instance, say=print)
+    return 0
+
+
 def _print_where(settings: Settings) -> None:
     print(f"state folder:      {settings.home}   (BATCH_ASSETS_HOME)")
     print(f"  warehouse:       {settings.warehouse}")
@@ -194,6 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--job", default="daily_pipeline",
                    choices=["daily_pipeline", "ingest_daily", "score_daily", "check_daily"])
     p.set_defaults(func=cmd_materialize)
+    rescore = sub.add_parser("rescore", help="re-scoring after a model promotion")
+    rsub = rescore.add_subparsers(dest="rescore_command", required=True)
+    rsub.add_parser("status", help="partitions by the model version that scored them").set_defaults(func=cmd_rescore)
+    rsub.add_parser("plan", help="what the rollout sensor would request now (run keys), launching nothing"
+                    ).set_defaults(func=cmd_rescore)
     p = sub.add_parser("where", help="print where the state lives")
     p.set_defaults(func=cmd_where)
     p = sub.add_parser("init", help="create the state folder and its dagster.yaml")

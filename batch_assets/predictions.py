@@ -17,6 +17,7 @@ from batch_assets.scoring.contracts import CUSTOMER_DAILY_CONTRACT, FeatureContr
 from batch_assets.scoring.drift import DriftThresholds
 from batch_assets.scoring.names import check_identifier, check_name, check_table, parse_partition_date
 from batch_assets.errors import permanent_errors
+from batch_assets.history import scored_versions
 from batch_assets.scoring.registry import ModelVersion
 from batch_assets.scoring.warehouse import replace_predictions_partition, replace_summary_partition
 from partitions import daily_partitions
@@ -103,10 +104,13 @@ def build_model_source(spec: ScoredDatasetSpec) -> dg.SourceAsset:
         owners=["team:ml"],
         tags={"dagster/kind/pytorch": ""},
     )
-    def _model(model_registry: ModelRegistryResource) -> dg.ObserveResult:
+    def _model(context: dg.AssetExecutionContext, model_registry: ModelRegistryResource) -> dg.ObserveResult:
         reg = model_registry.get_registry()
         info = reg.resolve(spec.model_name, spec.model_alias)
         promotions = [e for e in reg.events(spec.model_name) if e.get("event") == "promote"]
+        by_version: dict[str, list[str]] = {}
+        for partition, version in sorted(scored_versions(context.instance, spec.asset_key).items()):
+            by_version.setdefault(version, []).append(partition)
         return dg.ObserveResult(
             data_version=dg.DataVersion(f"{info.version}@{info.sha256}"),
             metadata={
@@ -115,6 +119,11 @@ def build_model_source(spec: ScoredDatasetSpec) -> dg.SourceAsset:
                 "model_version": info.version,
                 "model_sha256": info.sha256,
                 "registered_at": info.manifest["created_at"],
+                "partitions_behind": sum(len(p) for v, p in by_version.items() if v != info.version),
+                "scored_by_version": dg.MetadataValue.md(
+                    "| version | partitions | first | last |\n|---|---|---|---|\n"
+                    + "\n".join(f"| {v} | {len(p)} | {p[0]} | {p[-1]} |" for v, p in sorted(by_version.items()))
+                ),
                 "promotions": dg.MetadataValue.md(
                     "| at | alias | version | previous |\n|---|---|---|---|\n"
                     + "\n".join(

@@ -11,6 +11,7 @@ from typing import Any
 
 import dagster as dg
 
+from batch_assets.history import scored_versions
 from batch_assets.predictions import MODEL_SHA_TAG, MODEL_VERSION_TAG, ScoredDatasetSpec
 from batch_assets.scoring.registry import ModelNotFound, ModelRegistry
 from batch_assets.scoring.rollout import RolloutState, decide
@@ -19,22 +20,6 @@ from resources import ModelRegistryResource
 ROLLOUT_ROLE_TAG = "batch-assets/rollout"
 ROLLOUT_KEY_TAG = "batch-assets/rollout_key"
 BLOCKING_CHECKS = ("completeness", "dead_letters", "validity", "provenance")
-
-
-def scored_versions(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict[str, str]:
-    """The model version of each partition's latest materialization (newest events read first)."""
-    out: dict[str, str] = {}
-    cursor = None
-    while True:
-        result = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key), limit=1000, cursor=cursor)
-        for record in result.records:
-            mat = record.asset_materialization
-            if mat and mat.partition and mat.partition not in out:
-                version = mat.metadata.get("model_version")
-                out[mat.partition] = str(version.value) if version is not None else "?"
-        if not result.has_more:
-            return out
-        cursor = result.cursor
 
 
 def promotion_count(registry: ModelRegistry, name: str, alias: str, version: str) -> int:

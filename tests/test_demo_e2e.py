@@ -10,6 +10,7 @@ import duckdb
 import pytest
 
 from batch_assets.scoring.registry import ModelRegistry
+from tests.conftest import make_model, write_artifact
 
 CLI = str(Path(sys.executable).parent / "batch-assets")
 DAYS = 32
@@ -24,7 +25,7 @@ def cli(home: Path, *args: str, expect: int = 0) -> subprocess.CompletedProcess:
 
 
 def demo(home: Path) -> str:
-    return cli(home, "demo", "--days", str(DAYS), "--customers", "1500").stdout
+    return cli(home, "demo", "--days", str(DAYS), "--customers", "800").stdout
 
 
 def counts(home: Path):
@@ -71,3 +72,14 @@ def test_demo_from_scratch_then_again(tmp_path):
     assert counts(home) == first
     missing = cli(home, "materialize", "2026-10-03", expect=2)
     assert "no landing folder for 2026-10-03" in missing.stderr and "Traceback" not in missing.stderr
+
+    # a promotion from the shell, then what the rollout sensor would do, without launching anything
+    status = cli(home, "rescore", "status").stdout
+    assert f"version        1    {DAYS} partitions" in status and "0 partitions behind" in status
+    artifact = write_artifact(tmp_path / "v2" / "model.safetensors", make_model(seed=9))
+    cli(home, "models", "register", "risk_model", str(artifact))
+    cli(home, "models", "promote", "risk_model", "2", "--alias", "champion")
+    assert f"{DAYS} partitions behind the champion" in cli(home, "rescore", "status").stdout
+    plan = cli(home, "rescore", "plan").stdout
+    assert "2:2026-10-02\tpartition 2026-10-02\tcanary\tmodel_version=2" in plan
+    assert counts(home) == first  # plan launched nothing

@@ -104,11 +104,14 @@ def test_artifact_alone_reproduces_stored_scores(scored, registered_model, landi
     np.testing.assert_allclose(stored, expected, rtol=1e-6, atol=1e-7)
 
 
-def test_model_source_data_version_is_champion_version_and_sha(defs, instance, registered_model):
+def test_model_source_data_version_is_champion_version_and_sha(scored, defs, instance, registered_model):
     assert defs.resolve_job_def("observe_models").execute_in_process(instance=instance, run_config=QUIET).success
     info = registered_model.resolve("risk_model", "champion")
     record = instance.get_latest_data_version_record(dg.AssetKey(["models", "risk_model"]))
     assert record.asset_observation.data_version == f"1@{info.sha256}"
+    md = record.asset_observation.metadata
+    assert md["partitions_behind"].value == 0 and f"| 1 | 1 | {LAST} | {LAST} |" in md["scored_by_version"].value
+    assert "| champion | 1 |" in md["promotions"].value
 
 
 def test_schema_break_stops_scoring_naming_the_column_and_keeps_the_partition(scored, defs, instance, landing):

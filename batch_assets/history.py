@@ -1,0 +1,28 @@
+"""What the Dagster instance remembers about scored partitions: their latest materializations."""
+
+import dagster as dg
+
+
+def latest_materialization(
+    instance: dg.DagsterInstance, key: dg.AssetKey, partition: str
+) -> dg.EventLogRecord | None:
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
+    ).records
+    return records[0] if records else None
+
+
+def scored_versions(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict[str, str]:
+    """The model version of each partition's latest materialization (newest events read first)."""
+    out: dict[str, str] = {}
+    cursor = None
+    while True:
+        result = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key), limit=1000, cursor=cursor)
+        for record in result.records:
+            mat = record.asset_materialization
+            if mat and mat.partition and mat.partition not in out:
+                version = mat.metadata.get("model_version")
+                out[mat.partition] = str(version.value) if version is not None else "?"
+        if not result.has_more:
+            return out
+        cursor = result.cursor

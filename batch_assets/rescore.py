@@ -1,0 +1,73 @@
+"""`batch-assets rescore status|plan`: which partitions are behind the champion, and what the rollout
+sensor would request now (run keys included), without launching anything."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import dagster as dg
+
+from batch_assets.predictions import RISK_SCORES, ScoredDatasetSpec
+from batch_assets.scoring.registry import ModelNotFound, ModelRegistry
+from batch_assets.scoring.rollout import RolloutState
+from batch_assets.history import scored_versions
+from batch_assets.sensors import evaluate_rollout
+from batch_assets.settings import Settings
+
+
+def sensor_name(spec: ScoredDatasetSpec) -> str:
+    return f"{spec.model_name}_{spec.model_alias}_rollout"
+
+
+def stored_cursor(instance: dg.DagsterInstance, name: str) -> str | None:
+    """The cursor the daemon stored for sensor ``name`` (None before its first tick)."""
+    for state in instance.all_instigator_state():
+        if state.name == name and state.instigator_data is not None:
+            return getattr(state.instigator_data, "cursor", None)
+    return None
+
+
+def status(settings: Settings, instance: dg.DagsterInstance, say: Callable[[str], None],
+           spec: ScoredDatasetSpec = RISK_SCORES) -> dict[str, list[str]]:
+    """Partitions grouped by the model version of their latest materialization."""
+    registry = ModelRegistry(settings.registry)
+    try:
+        champion = registry.resolve(spec.model_name, spec.model_alias).version
+    except ModelNotFound:
+        champion = None
+    by_version: dict[str, list[str]] = {}
+    for partition, version in sorted(scored_versions(instance, spec.asset_key).items()):
+        by_version.setdefault(version, []).append(partition)
+    say(f"{spec.model_name}@{spec.model_alias} -> version {champion or '(none)'}")
+    if not by_version:
+        say(f"no partitions of {spec.asset_key.to_user_string()} materialized yet")
+    for version, parts in sorted(by_version.items()):
+        mark = "champion" if version == champion else "behind"
+        say(f"version {version:>8}  {len(parts):4d} partitions  {parts[0]}..{parts[-1]}  ({mark})")
+    behind = sum(len(p) for v, p in by_version.items() if v != champion)
+    say(f"{behind} partitions behind the {spec.model_alias}")
+    state = RolloutState.from_cursor(stored_cursor(instance, sensor_name(spec)))
+    if state:
+        say(f"rollout sensor: version {state.version} phase {state.phase}"
+            + (f" ({state.reason})" if state.reason else "")
+            + f", {len(state.requested)} partitions requested")
+    return by_version
+
+
+def plan(settings: Settings, instance: dg.DagsterInstance, say: Callable[[str], None],
+         spec: ScoredDatasetSpec = RISK_SCORES) -> list[dg.RunRequest]:
+    """Evaluate the rollout sensor once against its stored cursor and print the requests; launch nothing."""
+    cursor = stored_cursor(instance, sensor_name(spec))
+    requests, new_cursor, skip = evaluate_rollout(
+        instance, ModelRegistry(settings.registry), spec, cursor, window=settings.rollout_window,
+        max_per_tick=settings.rollout_max_per_tick,
+    )
+    if skip:
+        say(f"nothing to request: {skip}")
+    for r in requests:
+        say(f"{r.run_key}\tpartition {r.partition_key}\t{r.tags.get('batch-assets/rollout')}\t"
+            f"model_version={r.tags.get('batch-assets/model_version')}")
+    state = RolloutState.from_cursor(new_cursor)
+    if state:
+        say(f"sensor state after this tick: version {state.version}, phase {state.phase}")
+    return requests
