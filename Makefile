@@ -21,6 +21,8 @@ demo: install
 	BATCH_ASSETS_HOME=$(BATCH_ASSETS_HOME) $(BIN)/batch-assets demo
 
 test: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/pytest
 
 test-fast: install

@@ -43,7 +43,9 @@ def to_result(outcome: pc.CheckOutcome) -> dg.AssetCheckResult:
     for name, rows in outcome.tables.items():
         metadata[name] = dg.MetadataValue.md(markdown_table(rows))
     return dg.AssetCheckResult(
-        passed=outcome.passed, severity=SEVERITY[outcome.severity], description=outcome.description,
+        passed=outcome.passed,
+        severity=SEVERITY[outcome.severity],
+        description=outcome.description,
         metadata=metadata,
     )
 
@@ -56,8 +58,10 @@ def _incomplete_window(instance: dg.DagsterInstance, features: dg.AssetKey, part
     md = record.asset_materialization.metadata
     if "window_complete" in md and not md["window_complete"].value:
         days = md.get("window_days")
-        return (f"not judged: features of {partition} use {days.value if days else '?'} of {FEATURE_WINDOW_DAYS} "
-                "days of history, unlike the model's reference")
+        return (
+            f"not judged: features of {partition} use {days.value if days else '?'} of {FEATURE_WINDOW_DAYS} "
+            "days of history, unlike the model's reference"
+        )
     return None
 
 
@@ -66,28 +70,65 @@ def build_checks(spec: ScoredDatasetSpec) -> list[dg.AssetChecksDefinition]:
     part = spec.partitions_def
     preds = spec.asset_key
 
-    @dg.asset_check(asset=preds, name="completeness", pool=POOL, blocking=True, partitions_def=part,
-                    description="Every feature row is scored exactly once or dead-lettered with a reason; no "
-                    "prediction without a feature row; no duplicate key.")
-    def completeness(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    @dg.asset_check(
+        asset=preds,
+        name="completeness",
+        pool=POOL,
+        blocking=True,
+        partitions_def=part,
+        description="Every feature row is scored exactly once or dead-lettered with a reason; no "
+        "prediction without a feature row; no duplicate key.",
+    )
+    def completeness(
+        context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
+    ) -> dg.AssetCheckResult:
         with warehouse.connect() as con:
-            return to_result(pc.completeness(
-                con, day=parse_partition_date(context.partition_key), features_table=spec.features_table,
-                output_table=spec.output_table, dead_letter_table=spec.dead_letter_table, key=spec.key_column))
+            return to_result(
+                pc.completeness(
+                    con,
+                    day=parse_partition_date(context.partition_key),
+                    features_table=spec.features_table,
+                    output_table=spec.output_table,
+                    dead_letter_table=spec.dead_letter_table,
+                    key=spec.key_column,
+                )
+            )
 
-    @dg.asset_check(asset=preds, name="dead_letters", pool=POOL, blocking=True, partitions_def=part,
-                    description=f"At most {spec.max_dead_letter_fraction:.0%} of the feature rows are "
-                    "dead-lettered; the reasons and a sample are attached.")
-    def dead_letters(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    @dg.asset_check(
+        asset=preds,
+        name="dead_letters",
+        pool=POOL,
+        blocking=True,
+        partitions_def=part,
+        description=f"At most {spec.max_dead_letter_fraction:.0%} of the feature rows are "
+        "dead-lettered; the reasons and a sample are attached.",
+    )
+    def dead_letters(
+        context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
+    ) -> dg.AssetCheckResult:
         with warehouse.connect() as con:
-            return to_result(pc.dead_letter_rate(
-                con, day=parse_partition_date(context.partition_key), features_table=spec.features_table,
-                dead_letter_table=spec.dead_letter_table, max_fraction=spec.max_dead_letter_fraction))
+            return to_result(
+                pc.dead_letter_rate(
+                    con,
+                    day=parse_partition_date(context.partition_key),
+                    features_table=spec.features_table,
+                    dead_letter_table=spec.dead_letter_table,
+                    max_fraction=spec.max_dead_letter_fraction,
+                )
+            )
 
-    @dg.asset_check(asset=preds, name="validity", pool=POOL, blocking=True, partitions_def=part,
-                    description="Scores are finite and inside the output range the model's manifest declares.")
+    @dg.asset_check(
+        asset=preds,
+        name="validity",
+        pool=POOL,
+        blocking=True,
+        partitions_def=part,
+        description="Scores are finite and inside the output range the model's manifest declares.",
+    )
     def validity(
-        context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource, model_registry: ModelRegistryResource
+        context: dg.AssetCheckExecutionContext,
+        warehouse: WarehouseResource,
+        model_registry: ModelRegistryResource,
     ) -> dg.AssetCheckResult:
         scored = _scored_by(context, spec)
         if isinstance(scored, dg.AssetCheckResult):
@@ -95,14 +136,30 @@ def build_checks(spec: ScoredDatasetSpec) -> list[dg.AssetChecksDefinition]:
         version = scored["model_version"]
         low, high = model_registry.get_registry().get(spec.model_name, version).output_range
         with warehouse.connect() as con:
-            return to_result(pc.validity(con, day=parse_partition_date(context.partition_key),
-                                         output_table=spec.output_table, key=spec.key_column, low=low, high=high))
+            return to_result(
+                pc.validity(
+                    con,
+                    day=parse_partition_date(context.partition_key),
+                    output_table=spec.output_table,
+                    key=spec.key_column,
+                    low=low,
+                    high=high,
+                )
+            )
 
-    @dg.asset_check(asset=preds, name="provenance", pool=POOL, blocking=True, partitions_def=part,
-                    description="Every row carries the model version and run id of this materialization, and "
-                    "the recorded sha256 matches the model registry's manifest.")
+    @dg.asset_check(
+        asset=preds,
+        name="provenance",
+        pool=POOL,
+        blocking=True,
+        partitions_def=part,
+        description="Every row carries the model version and run id of this materialization, and "
+        "the recorded sha256 matches the model registry's manifest.",
+    )
     def provenance(
-        context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource, model_registry: ModelRegistryResource
+        context: dg.AssetCheckExecutionContext,
+        warehouse: WarehouseResource,
+        model_registry: ModelRegistryResource,
     ) -> dg.AssetCheckResult:
         scored = _scored_by(context, spec)
         if isinstance(scored, dg.AssetCheckResult):
@@ -112,53 +169,99 @@ def build_checks(spec: ScoredDatasetSpec) -> list[dg.AssetChecksDefinition]:
         except ModelNotFound:
             manifest_sha = None
         with warehouse.connect() as con:
-            return to_result(pc.provenance(
-                con, day=parse_partition_date(context.partition_key), output_table=spec.output_table,
-                key=spec.key_column, model_name=spec.model_name, model_version=scored["model_version"],
-                run_id=scored["run_id"], recorded_sha256=scored["model_sha256"], manifest_sha256=manifest_sha))
+            return to_result(
+                pc.provenance(
+                    con,
+                    day=parse_partition_date(context.partition_key),
+                    output_table=spec.output_table,
+                    key=spec.key_column,
+                    model_name=spec.model_name,
+                    model_version=scored["model_version"],
+                    run_id=scored["run_id"],
+                    recorded_sha256=scored["model_sha256"],
+                    manifest_sha256=manifest_sha,
+                )
+            )
 
-    @dg.asset_check(asset=preds, name="score_drift", pool=POOL, partitions_def=part,
-                    description=f"PSI and KS of the scores against the model's reference scores: warn above PSI "
-                    f"{spec.score_drift.psi_warn}, error above {spec.score_drift.psi_error}; fewer than "
-                    f"{spec.score_drift.min_rows} rows are not judged.")
+    @dg.asset_check(
+        asset=preds,
+        name="score_drift",
+        pool=POOL,
+        partitions_def=part,
+        description=f"PSI and KS of the scores against the model's reference scores: warn above PSI "
+        f"{spec.score_drift.psi_warn}, error above {spec.score_drift.psi_error}; fewer than "
+        f"{spec.score_drift.min_rows} rows are not judged.",
+    )
     def score_drift(
-        context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource, model_registry: ModelRegistryResource
+        context: dg.AssetCheckExecutionContext,
+        warehouse: WarehouseResource,
+        model_registry: ModelRegistryResource,
     ) -> dg.AssetCheckResult:
         scored = _scored_by(context, spec)
         if isinstance(scored, dg.AssetCheckResult):
             return scored
         note = _incomplete_window(context.instance, spec.features_asset, context.partition_key)
         if note:
-            return dg.AssetCheckResult(passed=True, severity=dg.AssetCheckSeverity.WARN, description=note,
-                                       metadata={"verdict": "not_judged"})
+            return dg.AssetCheckResult(
+                passed=True,
+                severity=dg.AssetCheckSeverity.WARN,
+                description=note,
+                metadata={"verdict": "not_judged"},
+            )
         manifest = model_registry.get_registry().get(spec.model_name, scored["model_version"]).manifest
         with warehouse.connect() as con:
-            return to_result(pc.score_drift(
-                con, day=parse_partition_date(context.partition_key), output_table=spec.output_table,
-                reference=manifest.get("reference", {}).get("score"), thresholds=spec.score_drift))
+            return to_result(
+                pc.score_drift(
+                    con,
+                    day=parse_partition_date(context.partition_key),
+                    output_table=spec.output_table,
+                    reference=manifest.get("reference", {}).get("score"),
+                    thresholds=spec.score_drift,
+                )
+            )
 
     checks = [completeness, dead_letters, validity, provenance, score_drift]
 
-    @dg.asset_check(asset=spec.features_asset, name="feature_drift", pool=POOL, partitions_def=part,
-                    description=f"Per-column PSI/KS of the features against the reference in the "
-                    f"{spec.model_alias} model's manifest (warn only).")
+    @dg.asset_check(
+        asset=spec.features_asset,
+        name="feature_drift",
+        pool=POOL,
+        partitions_def=part,
+        description=f"Per-column PSI/KS of the features against the reference in the "
+        f"{spec.model_alias} model's manifest (warn only).",
+    )
     def feature_drift(
-        context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource, model_registry: ModelRegistryResource
+        context: dg.AssetCheckExecutionContext,
+        warehouse: WarehouseResource,
+        model_registry: ModelRegistryResource,
     ) -> dg.AssetCheckResult:
         note = _incomplete_window(context.instance, spec.features_asset, context.partition_key)
         if note:
-            return dg.AssetCheckResult(passed=True, severity=dg.AssetCheckSeverity.WARN, description=note,
-                                       metadata={"verdict": "not_judged"})
+            return dg.AssetCheckResult(
+                passed=True,
+                severity=dg.AssetCheckSeverity.WARN,
+                description=note,
+                metadata={"verdict": "not_judged"},
+            )
         try:
             info = model_registry.get_registry().resolve(spec.model_name, spec.model_alias)
         except ModelNotFound as exc:
-            return dg.AssetCheckResult(passed=True, severity=dg.AssetCheckSeverity.WARN,
-                                       description=f"not judged: {exc}", metadata={"verdict": "no_reference"})
+            return dg.AssetCheckResult(
+                passed=True,
+                severity=dg.AssetCheckSeverity.WARN,
+                description=f"not judged: {exc}",
+                metadata={"verdict": "no_reference"},
+            )
         refs = info.manifest.get("reference", {}).get("features", {})
         with warehouse.connect() as con:
             outcome = pc.feature_drift(
-                con, day=parse_partition_date(context.partition_key), features_table=spec.features_table,
-                references=refs, thresholds=spec.feature_drift, per_feature=spec.feature_drift_overrides)
+                con,
+                day=parse_partition_date(context.partition_key),
+                features_table=spec.features_table,
+                references=refs,
+                thresholds=spec.feature_drift,
+                per_feature=spec.feature_drift_overrides,
+            )
         outcome.metadata["reference_model_version"] = info.version
         return to_result(outcome)
 
@@ -167,27 +270,46 @@ def build_checks(spec: ScoredDatasetSpec) -> list[dg.AssetChecksDefinition]:
     if spec.contract is not None:
         feature_contract = spec.contract
 
-        @dg.asset_check(asset=spec.features_asset, name="contract", pool=POOL, blocking=True, partitions_def=part,
-                        description="The pandera contract of the feature table (columns, dtypes, nullability, "
-                        "hard limits): blocking on a structural break or more than "
-                        f"{feature_contract.max_bad_row_fraction:.0%} bad rows, a warning below that.")
-        def contract(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+        @dg.asset_check(
+            asset=spec.features_asset,
+            name="contract",
+            pool=POOL,
+            blocking=True,
+            partitions_def=part,
+            description="The pandera contract of the feature table (columns, dtypes, nullability, "
+            "hard limits): blocking on a structural break or more than "
+            f"{feature_contract.max_bad_row_fraction:.0%} bad rows, a warning below that.",
+        )
+        def contract(
+            context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
+        ) -> dg.AssetCheckResult:
             with warehouse.connect() as con:
-                return to_result(pc.contract(
-                    con, day=parse_partition_date(context.partition_key), features_table=spec.features_table,
-                    feature_contract=feature_contract))
+                return to_result(
+                    pc.contract(
+                        con,
+                        day=parse_partition_date(context.partition_key),
+                        features_table=spec.features_table,
+                        feature_contract=feature_contract,
+                    )
+                )
 
         checks.append(contract)
     return checks
 
 
-def _scored_by(context: dg.AssetCheckExecutionContext, spec: ScoredDatasetSpec) -> dict[str, Any] | dg.AssetCheckResult:
+def _scored_by(
+    context: dg.AssetCheckExecutionContext, spec: ScoredDatasetSpec
+) -> dict[str, Any] | dg.AssetCheckResult:
     """Model version, sha256 and run id recorded by the partition's latest materialization."""
     record = latest_materialization(context.instance, spec.asset_key, context.partition_key)
     if record is None:
-        return dg.AssetCheckResult(passed=False, description=f"{context.partition_key} has not been materialized")
+        return dg.AssetCheckResult(
+            passed=False, description=f"{context.partition_key} has not been materialized"
+        )
     md = record.asset_materialization.metadata
     value = {k: (md[k].value if k in md else None) for k in ("model_version", "model_sha256")}
     value["run_id"] = record.run_id
-    value["model_version"] = value["model_version"] or (record.asset_materialization.tags or {}).get(MODEL_VERSION_TAG)
+    value["model_version"] = value["model_version"] or (record.asset_materialization.tags or {}).get(
+        MODEL_VERSION_TAG
+    )
     return value

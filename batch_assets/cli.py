@@ -110,8 +110,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     cfg = DemoConfig(seed=args.seed, customers=args.customers, days=args.days)
     result = run_demo(settings, cfg)
     print()
-    print(f"done: {len(result.days)} days ({result.days[0]}..{result.days[-1]}) scored by risk_model "
-          f"version {result.model_version}: {result.predictions:,} predictions, {result.dead_letters} dead letters")
+    print(
+        f"done: {len(result.days)} days ({result.days[0]}..{result.days[-1]}) scored by risk_model "
+        f"version {result.model_version}: {result.predictions:,} predictions, {result.dead_letters} dead letters"
+    )
     _print_where(settings)
     print("open the UI:       make ui   (dagster dev on http://127.0.0.1:3000)")
     return 0
@@ -127,8 +129,11 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     end = parse_partition_date(args.end or args.start).isoformat()
     keys = [k for k in daily_partitions.get_partition_keys() if start <= k <= end]
     if not keys:
-        print(f"error: no partitions between {start} and {end} (partitions start at "
-              f"{daily_partitions.get_first_partition_key()} and end yesterday)", file=sys.stderr)
+        print(
+            f"error: no partitions between {start} and {end} (partitions start at "
+            f"{daily_partitions.get_first_partition_key()} and end yesterday)",
+            file=sys.stderr,
+        )
         return 2
     settings = Settings.from_env()
     with open_instance(settings) as instance:
@@ -206,14 +211,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("materialize", help="run a job for one day or a range of days, one run per day")
     p.add_argument("start", help="first day, YYYY-MM-DD")
     p.add_argument("end", nargs="?", help="last day (default: the first)")
-    p.add_argument("--job", default="daily_pipeline",
-                   choices=["daily_pipeline", "ingest_daily", "score_daily", "check_daily"])
+    p.add_argument(
+        "--job",
+        default="daily_pipeline",
+        choices=["daily_pipeline", "ingest_daily", "score_daily", "check_daily"],
+    )
     p.set_defaults(func=cmd_materialize)
     rescore = sub.add_parser("rescore", help="re-scoring after a model promotion")
     rsub = rescore.add_subparsers(dest="rescore_command", required=True)
-    rsub.add_parser("status", help="partitions by the model version that scored them").set_defaults(func=cmd_rescore)
-    rsub.add_parser("plan", help="what the rollout sensor would request now (run keys), launching nothing"
-                    ).set_defaults(func=cmd_rescore)
+    rsub.add_parser("status", help="partitions by the model version that scored them").set_defaults(
+        func=cmd_rescore
+    )
+    rsub.add_parser(
+        "plan", help="what the rollout sensor would request now (run keys), launching nothing"
+    ).set_defaults(func=cmd_rescore)
     p = sub.add_parser("where", help="print where the state lives")
     p.set_defaults(func=cmd_where)
     p = sub.add_parser("init", help="create the state folder and its dagster.yaml")

@@ -58,10 +58,19 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         assets=ASSETS,
         asset_checks=CHECKS,
         jobs=[ingest_job, score_job, daily_pipeline_job, check_job, observe_models_job],
-        sensors=[build_rollout_sensor(RISK_SCORES, score_job, window=settings.rollout_window,
-                                      max_per_tick=settings.rollout_max_per_tick)],
-        schedules=[build_daily_schedule(daily_pipeline_job, cron=settings.schedule_cron,
-                                        timezone=settings.schedule_timezone)],
+        sensors=[
+            build_rollout_sensor(
+                RISK_SCORES,
+                score_job,
+                window=settings.rollout_window,
+                max_per_tick=settings.rollout_max_per_tick,
+            )
+        ],
+        schedules=[
+            build_daily_schedule(
+                daily_pipeline_job, cron=settings.schedule_cron, timezone=settings.schedule_timezone
+            )
+        ],
         resources=build_resources(settings),
         executor=dg.in_process_executor if settings.executor == "in_process" else dg.multiprocess_executor,
     )

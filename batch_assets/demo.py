@@ -16,10 +16,10 @@ import duckdb
 import numpy as np
 import pyarrow.dataset as pads
 
+from batch_assets.local_runs import QUIET, RunFailed, open_instance, run_partitions
 from batch_assets.scoring import demo_data, training
 from batch_assets.scoring.registry import ModelNotFound, ModelRegistry
 from batch_assets.scoring.warehouse import FEATURE_COLUMNS
-from batch_assets.local_runs import QUIET, RunFailed, open_instance, run_partitions
 from batch_assets.settings import Settings
 from partitions import FEATURE_WINDOW_DAYS
 
@@ -72,8 +72,10 @@ def train_and_register(settings: Settings, train_days: list[dt.date], say: Calla
     x = np.column_stack([rows[c] for c in FEATURE_COLUMNS]).astype(np.float32)
     y = rows["y"].astype(np.float32)
     model, metrics = training.train_risk_model(x, y)
-    say(f"trained {MODEL_NAME} on {len(x):,} customer-days ({train_days[0]}..{train_days[-1]}): "
-        f"validation AUC {metrics['valid_auc']:.3f}")
+    say(
+        f"trained {MODEL_NAME} on {len(x):,} customer-days ({train_days[0]}..{train_days[-1]}): "
+        f"validation AUC {metrics['valid_auc']:.3f}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         artifact = training.export_model(
             model,
@@ -85,18 +87,20 @@ def train_and_register(settings: Settings, train_days: list[dt.date], say: Calla
         )
         info = registry.register(MODEL_NAME, artifact, actor="demo")
     registry.promote(MODEL_NAME, info.version, "champion", actor="demo")
-    say(f"registered {MODEL_NAME} version {info.version} (sha256 {info.sha256[:12]}…) and promoted it to champion")
+    say(
+        f"registered {MODEL_NAME} version {info.version} (sha256 {info.sha256[:12]}…) and promoted it to champion"
+    )
     return info.version
 
 
-def run_demo(
-    settings: Settings, cfg: demo_data.DemoConfig, say: Callable[[str], None] = print
-) -> DemoResult:
+def run_demo(settings: Settings, cfg: demo_data.DemoConfig, say: Callable[[str], None] = print) -> DemoResult:
     from batch_assets.definitions import build_definitions
 
     missing = [d for d in cfg.dates if not demo_data.day_is_written(settings.landing, d)]
     if missing:
-        say(f"generating {len(missing)} days of landing data for {cfg.customers:,} customers (seed {cfg.seed})")
+        say(
+            f"generating {len(missing)} days of landing data for {cfg.customers:,} customers (seed {cfg.seed})"
+        )
         demo_data.write_landing(cfg, settings.landing, days=missing)
     defs = build_definitions(settings)
     keys = [d.isoformat() for d in cfg.dates]
@@ -104,7 +108,9 @@ def run_demo(
         say(f"materializing raw/transactions and features/customer_daily for {keys[0]}..{keys[-1]}")
         run_partitions(defs, instance, "ingest_daily", keys)
         version = train_and_register(settings, training_days(cfg), say)
-        observed = defs.resolve_job_def("observe_models").execute_in_process(instance=instance, run_config=QUIET)
+        observed = defs.resolve_job_def("observe_models").execute_in_process(
+            instance=instance, run_config=QUIET
+        )
         if not observed.success:
             raise RunFailed("observing models/risk_model failed")
         say(f"materializing predictions/risk_scores and predictions/risk_summary for {len(keys)} days")

@@ -1,6 +1,5 @@
 """Stage 2, features: ``features.customer_daily`` for day D from a trailing 30-day window of raw days."""
 
-
 import dagster as dg
 
 from batch_assets.observability import Stopwatch
@@ -38,7 +37,9 @@ def window_start(partition_key: str) -> str:
         ),
     },
 )
-def customer_daily_features(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+def customer_daily_features(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
     watch = Stopwatch()
     day = parse_partition_date(context.partition_key)
     start = parse_partition_date(window_start(context.partition_key))

@@ -17,7 +17,9 @@ def scored_versions(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict[str,
     out: dict[str, str] = {}
     cursor = None
     while True:
-        result = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key), limit=1000, cursor=cursor)
+        result = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key), limit=1000, cursor=cursor
+        )
         for record in result.records:
             mat = record.asset_materialization
             if mat and mat.partition and mat.partition not in out:

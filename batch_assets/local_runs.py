@@ -34,7 +34,10 @@ def open_instance(settings: Settings) -> dg.DagsterInstance:
 
 
 def execute_for_partition(
-    job: dg.JobDefinition, instance: dg.DagsterInstance, partition_key: str, tags: dict[str, str] | None = None
+    job: dg.JobDefinition,
+    instance: dg.DagsterInstance,
+    partition_key: str,
+    tags: dict[str, str] | None = None,
 ) -> dg.ExecuteInProcessResult:
     """One in-process run of ``job`` for ``partition_key``.
 
@@ -43,12 +46,17 @@ def execute_for_partition(
     against the shared partitions definition here.
     """
     if job.is_asset_job:
-        return job.execute_in_process(instance=instance, partition_key=partition_key, tags=tags,
-                                      raise_on_error=False, run_config=QUIET)
+        return job.execute_in_process(
+            instance=instance, partition_key=partition_key, tags=tags, raise_on_error=False, run_config=QUIET
+        )
     if not daily_partitions.has_partition_key(partition_key):
         raise RunFailed(f"{partition_key} is not a partition of {job.name}")
-    return job.execute_in_process(instance=instance, tags={**(tags or {}), "dagster/partition": partition_key},
-                                  raise_on_error=False, run_config=QUIET)
+    return job.execute_in_process(
+        instance=instance,
+        tags={**(tags or {}), "dagster/partition": partition_key},
+        raise_on_error=False,
+        run_config=QUIET,
+    )
 
 
 def run_partitions(

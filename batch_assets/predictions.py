@@ -4,7 +4,6 @@ The demo's ``predictions/risk_scores`` and ``predictions/risk_summary`` are one 
 their own dataset by writing a :class:`ScoredDatasetSpec`, not by copying code.
 """
 
-
 import datetime as dt
 import json
 from collections.abc import Mapping
@@ -12,12 +11,12 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
+from batch_assets.errors import permanent_errors
+from batch_assets.history import scored_versions
 from batch_assets.observability import Stopwatch, peak_rss_mb
 from batch_assets.scoring.contracts import CUSTOMER_DAILY_CONTRACT, FeatureContract
 from batch_assets.scoring.drift import DriftThresholds
 from batch_assets.scoring.names import check_identifier, check_name, check_table, parse_partition_date
-from batch_assets.errors import permanent_errors
-from batch_assets.history import scored_versions
 from batch_assets.scoring.registry import ModelVersion
 from batch_assets.scoring.warehouse import replace_predictions_partition, replace_summary_partition
 from partitions import daily_partitions
@@ -60,7 +59,9 @@ class ScoredDatasetSpec:
         check_name("model name", self.model_name)
         check_name("model alias", self.model_alias)
         if not 0 <= self.max_dead_letter_fraction <= 1:
-            raise ValueError(f"max_dead_letter_fraction must be in [0, 1], got {self.max_dead_letter_fraction}")
+            raise ValueError(
+                f"max_dead_letter_fraction must be in [0, 1], got {self.max_dead_letter_fraction}"
+            )
 
     @property
     def asset_key(self) -> dg.AssetKey:
@@ -122,7 +123,9 @@ def build_model_source(spec: ScoredDatasetSpec) -> dg.SourceAsset:
                 "partitions_behind": sum(len(p) for v, p in by_version.items() if v != info.version),
                 "scored_by_version": dg.MetadataValue.md(
                     "| version | partitions | first | last |\n|---|---|---|---|\n"
-                    + "\n".join(f"| {v} | {len(p)} | {p[0]} | {p[-1]} |" for v, p in sorted(by_version.items()))
+                    + "\n".join(
+                        f"| {v} | {len(p)} | {p[0]} | {p[-1]} |" for v, p in sorted(by_version.items())
+                    )
                 ),
                 "promotions": dg.MetadataValue.md(
                     "| at | alias | version | previous |\n|---|---|---|---|\n"
@@ -165,8 +168,12 @@ def build_scored_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
             loaded = model_registry.get_registry().load(spec.model_name, info.version)
         load_s = watch.seconds
         context.log.info(
-            "scoring %s %s with %s/%s (sha256 %s)", spec.asset_key.to_user_string(), day, spec.model_name,
-            info.version, info.sha256[:12],
+            "scoring %s %s with %s/%s (sha256 %s)",
+            spec.asset_key.to_user_string(),
+            day,
+            spec.model_name,
+            info.version,
+            info.sha256[:12],
         )
         with warehouse.connect() as con, permanent_errors():
             stats = replace_predictions_partition(
@@ -191,7 +198,9 @@ def build_scored_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
                 "dagster/row_count": stats.rows_scored,
                 "rows_read": stats.rows_read,
                 "dead_letters": stats.dead_letters,
-                "dead_letter_fraction": round(stats.dead_letters / stats.rows_read, 6) if stats.rows_read else 0.0,
+                "dead_letter_fraction": round(stats.dead_letters / stats.rows_read, 6)
+                if stats.rows_read
+                else 0.0,
                 "dead_letter_reasons": json.dumps(stats.dead_reasons, sort_keys=True),
                 "model_name": spec.model_name,
                 "model_version": info.version,

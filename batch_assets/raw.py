@@ -1,6 +1,5 @@
 """Stage 1, raw: landing Parquet files of one day loaded into ``raw.transactions``."""
 
-
 import dagster as dg
 
 from batch_assets.errors import permanent_errors
@@ -35,5 +34,9 @@ def raw_transactions(
         rows = replace_raw_partition(con, day, table)
     context.log.info("raw %s: %d transactions loaded", day, rows)
     return dg.MaterializeResult(
-        metadata={"dagster/row_count": rows, "duration_s": round(watch.seconds, 3), "table": "raw.transactions"}
+        metadata={
+            "dagster/row_count": rows,
+            "duration_s": round(watch.seconds, 3),
+            "table": "raw.transactions",
+        }
     )

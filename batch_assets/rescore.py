@@ -7,10 +7,10 @@ from collections.abc import Callable
 
 import dagster as dg
 
+from batch_assets.history import scored_versions
 from batch_assets.predictions import RISK_SCORES, ScoredDatasetSpec
 from batch_assets.scoring.registry import ModelNotFound, ModelRegistry
 from batch_assets.scoring.rollout import RolloutState
-from batch_assets.history import scored_versions
 from batch_assets.sensors import evaluate_rollout
 from batch_assets.settings import Settings
 
@@ -27,8 +27,12 @@ def stored_cursor(instance: dg.DagsterInstance, name: str) -> str | None:
     return None
 
 
-def status(settings: Settings, instance: dg.DagsterInstance, say: Callable[[str], None],
-           spec: ScoredDatasetSpec = RISK_SCORES) -> dict[str, list[str]]:
+def status(
+    settings: Settings,
+    instance: dg.DagsterInstance,
+    say: Callable[[str], None],
+    spec: ScoredDatasetSpec = RISK_SCORES,
+) -> dict[str, list[str]]:
     """Partitions grouped by the model version of their latest materialization."""
     registry = ModelRegistry(settings.registry)
     try:
@@ -48,25 +52,37 @@ def status(settings: Settings, instance: dg.DagsterInstance, say: Callable[[str]
     say(f"{behind} partitions behind the {spec.model_alias}")
     state = RolloutState.from_cursor(stored_cursor(instance, sensor_name(spec)))
     if state:
-        say(f"rollout sensor: version {state.version} phase {state.phase}"
+        say(
+            f"rollout sensor: version {state.version} phase {state.phase}"
             + (f" ({state.reason})" if state.reason else "")
-            + f", {len(state.requested)} partitions requested")
+            + f", {len(state.requested)} partitions requested"
+        )
     return by_version
 
 
-def plan(settings: Settings, instance: dg.DagsterInstance, say: Callable[[str], None],
-         spec: ScoredDatasetSpec = RISK_SCORES) -> list[dg.RunRequest]:
+def plan(
+    settings: Settings,
+    instance: dg.DagsterInstance,
+    say: Callable[[str], None],
+    spec: ScoredDatasetSpec = RISK_SCORES,
+) -> list[dg.RunRequest]:
     """Evaluate the rollout sensor once against its stored cursor and print the requests; launch nothing."""
     cursor = stored_cursor(instance, sensor_name(spec))
     requests, new_cursor, skip = evaluate_rollout(
-        instance, ModelRegistry(settings.registry), spec, cursor, window=settings.rollout_window,
+        instance,
+        ModelRegistry(settings.registry),
+        spec,
+        cursor,
+        window=settings.rollout_window,
         max_per_tick=settings.rollout_max_per_tick,
     )
     if skip:
         say(f"nothing to request: {skip}")
     for r in requests:
-        say(f"{r.run_key}\tpartition {r.partition_key}\t{r.tags.get('batch-assets/rollout')}\t"
-            f"model_version={r.tags.get('batch-assets/model_version')}")
+        say(
+            f"{r.run_key}\tpartition {r.partition_key}\t{r.tags.get('batch-assets/rollout')}\t"
+            f"model_version={r.tags.get('batch-assets/model_version')}"
+        )
     state = RolloutState.from_cursor(new_cursor)
     if state:
         say(f"sensor state after this tick: version {state.version}, phase {state.phase}")

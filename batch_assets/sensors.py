@@ -42,7 +42,10 @@ def canary_outcome(instance: dg.DagsterInstance, run_key: str) -> str | None:
                 failed.append(f"{evaluation.check_name}: {evaluation.description}")
         return "success" if not failed else "blocking check failed: " + "; ".join(failed)
     if run.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED):
-        failures = [e.get_dagster_event() for e in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)]
+        failures = [
+            e.get_dagster_event()
+            for e in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
+        ]
         detail = "; ".join(
             f"{f.step_key}: {f.step_failure_data.error.message.strip().splitlines()[-1] if f.step_failure_data.error else ''}"
             for f in failures
@@ -83,8 +86,12 @@ def evaluate_rollout(
         dg.RunRequest(
             run_key=r.run_key,
             partition_key=r.partition,
-            tags={MODEL_VERSION_TAG: decision.state.version, MODEL_SHA_TAG: decision.state.sha256,
-                  ROLLOUT_ROLE_TAG: r.role, ROLLOUT_KEY_TAG: r.run_key},
+            tags={
+                MODEL_VERSION_TAG: decision.state.version,
+                MODEL_SHA_TAG: decision.state.sha256,
+                ROLLOUT_ROLE_TAG: r.role,
+                ROLLOUT_KEY_TAG: r.run_key,
+            },
         )
         for r in decision.requests
     ]
@@ -113,9 +120,15 @@ def build_rollout_sensor(
         ),
         tags=tags,
     )
-    def _sensor(context: dg.SensorEvaluationContext, model_registry: ModelRegistryResource) -> dg.SensorResult:
+    def _sensor(
+        context: dg.SensorEvaluationContext, model_registry: ModelRegistryResource
+    ) -> dg.SensorResult:
         requests, cursor, skip = evaluate_rollout(
-            context.instance, model_registry.get_registry(), spec, context.cursor, window=window,
+            context.instance,
+            model_registry.get_registry(),
+            spec,
+            context.cursor,
+            window=window,
             max_per_tick=max_per_tick,
         )
         if skip:

@@ -68,18 +68,35 @@ def main() -> None:
         col_defs = ", ".join(f"{c} DOUBLE" for c in cols)
         con.execute(f"CREATE TABLE features.bench (entity_id BIGINT, partition_date DATE, {col_defs})")
         gen = ", ".join(f"random() AS {c}" for c in cols)
-        con.execute(f"INSERT INTO features.bench SELECT range, $day, {gen} FROM range($n)",
-                    {"day": DAY, "n": args.rows})
+        con.execute(
+            f"INSERT INTO features.bench SELECT range, $day, {gen} FROM range($n)",
+            {"day": DAY, "n": args.rows},
+        )
         t = time.perf_counter()
         stats = replace_predictions_partition(
-            con, day=DAY, module=model, features_table="features.bench", key="entity_id", feature_columns=cols,
-            output_table="predictions.bench_scores", model_name="bench", model_version="1", run_id="bench",
-            scored_at=dt.datetime.now(), batch_rows=args.batch_rows,
+            con,
+            day=DAY,
+            module=model,
+            features_table="features.bench",
+            key="entity_id",
+            feature_columns=cols,
+            output_table="predictions.bench_scores",
+            model_name="bench",
+            model_version="1",
+            run_id="bench",
+            scored_at=dt.datetime.now(),
+            batch_rows=args.batch_rows,
         )
         seconds = time.perf_counter() - t
         assert stats.rows_scored == args.rows
-        results.append({"method": "scorer", "rows": args.rows, "rows_per_s": args.rows / seconds,
-                        "batch_rows": args.batch_rows})
+        results.append(
+            {
+                "method": "scorer",
+                "rows": args.rows,
+                "rows_per_s": args.rows / seconds,
+                "batch_rows": args.batch_rows,
+            }
+        )
         con.close()
 
     rss = peak_rss_mb()
@@ -87,11 +104,18 @@ def main() -> None:
     out.parent.mkdir(exist_ok=True)
     with out.open("w") as f:
         for r in results:
-            r.update(ratio_to_limit=r["rows_per_s"] / limit, peak_rss_mb=round(rss, 1), threads=args.threads,
-                     features=args.features, torch=torch.__version__)
+            r.update(
+                ratio_to_limit=r["rows_per_s"] / limit,
+                peak_rss_mb=round(rss, 1),
+                threads=args.threads,
+                features=args.features,
+                torch=torch.__version__,
+            )
             f.write(json.dumps(r) + "\n")
-    print(f"\n{args.rows:,} rows x {args.features} features, MLP {args.features}->256->256->1, "
-          f"{args.threads} threads\n")
+    print(
+        f"\n{args.rows:,} rows x {args.features} features, MLP {args.features}->256->256->1, "
+        f"{args.threads} threads\n"
+    )
     print("| method | rows/s | ratio to limit |\n|---|---:|---:|")
     for r in results:
         print(f"| {r['method']} | {r['rows_per_s']:,.0f} | {r['ratio_to_limit']:.2f} |")

@@ -11,7 +11,9 @@ from pydantic import Field
 class LandingResource(dg.ConfigurableResource):
     """The landing zone of raw files (a local folder in the embedded default)."""
 
-    root: str = Field(description="Landing root folder; transactions/event_date=YYYY-MM-DD/*.parquet below it.")
+    root: str = Field(
+        description="Landing root folder; transactions/event_date=YYYY-MM-DD/*.parquet below it."
+    )
 
     @property
     def path(self) -> Path:

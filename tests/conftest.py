@@ -55,8 +55,14 @@ def make_model(n_features: int = len(FEATURE_COLUMNS), seed: int = 0) -> Tabular
 def write_artifact(path: Path, model: TabularMLP | None = None, columns=FEATURE_COLUMNS) -> Path:
     model = model or make_model(len(columns))
     x_ref = np.random.default_rng(0).normal(5, 2, size=(256, len(columns))).astype(np.float32)
-    return export_model(model, path, feature_columns=columns, x_reference=x_ref,
-                        training={"window": ["2026-09-01", "2026-09-07"]}, description="test model")
+    return export_model(
+        model,
+        path,
+        feature_columns=columns,
+        x_reference=x_ref,
+        training={"window": ["2026-09-01", "2026-09-07"]},
+        description="test model",
+    )
 
 
 @pytest.fixture

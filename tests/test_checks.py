@@ -1,6 +1,5 @@
 """Every check against a real materialization: clean data passes; each injected fault fails its check."""
 
-import datetime as dt
 import shutil
 
 import dagster as dg
@@ -36,15 +35,24 @@ def base_home(tmp_path_factory):
     with dg.instance_for_test() as instance:
         job = defs.resolve_job_def("ingest_daily")
         for day in cfg.dates:
-            assert job.execute_in_process(instance=instance, partition_key=day.isoformat(), run_config=QUIET).success
+            assert job.execute_in_process(
+                instance=instance, partition_key=day.isoformat(), run_config=QUIET
+            ).success
     with duckdb.connect(str(settings.warehouse), read_only=True) as con:
-        ref = con.execute(f"SELECT {', '.join(FEATURE_COLUMNS)} FROM features.customer_daily "
-                          "WHERE partition_date = DATE '2026-10-01'").fetchnumpy()
+        ref = con.execute(
+            f"SELECT {', '.join(FEATURE_COLUMNS)} FROM features.customer_daily "
+            "WHERE partition_date = DATE '2026-10-01'"
+        ).fetchnumpy()
     x_ref = np.column_stack([ref[c] for c in FEATURE_COLUMNS]).astype(np.float32)
     model = make_model()
     model.set_scaling(torch_tensor(x_ref.mean(0)), torch_tensor(x_ref.std(0)))
-    artifact = export_model(model, home.parent / "model.safetensors", feature_columns=FEATURE_COLUMNS,
-                            x_reference=x_ref, training={"window": ["2026-10-01", "2026-10-01"]})
+    artifact = export_model(
+        model,
+        home.parent / "model.safetensors",
+        feature_columns=FEATURE_COLUMNS,
+        x_reference=x_ref,
+        training={"window": ["2026-10-01", "2026-10-01"]},
+    )
     registry = ModelRegistry(settings.registry)
     registry.promote("risk_model", registry.register("risk_model", artifact).version)
     return home
@@ -93,8 +101,15 @@ def test_clean_partition_passes_every_check(defs, instance):
     result = run(defs, instance, "score_daily")
     assert result.success
     ev = evals(result)
-    assert set(ev) == {"completeness", "dead_letters", "validity", "provenance", "score_drift", "contract",
-                       "feature_drift"}
+    assert set(ev) == {
+        "completeness",
+        "dead_letters",
+        "validity",
+        "provenance",
+        "score_drift",
+        "contract",
+        "feature_drift",
+    }
     assert all(e.passed for e in ev.values()), {k: e.description for k, e in ev.items() if not e.passed}
     assert md(ev["completeness"], "expected") == md(ev["completeness"], "scored") > 300
     assert md(ev["completeness"], "missing") == 0
@@ -110,8 +125,14 @@ def test_clean_partition_passes_every_check(defs, instance):
 
 def test_missing_prediction_fails_completeness_with_a_sample(defs, instance, settings):
     assert run(defs, instance, "score_daily").success
-    gone = sql(settings, "SELECT min(entity_id) FROM predictions.risk_scores WHERE partition_date = ?", [LAST])[0][0]
-    sql(settings, "DELETE FROM predictions.risk_scores WHERE partition_date = ? AND entity_id = ?", [LAST, gone])
+    gone = sql(
+        settings, "SELECT min(entity_id) FROM predictions.risk_scores WHERE partition_date = ?", [LAST]
+    )[0][0]
+    sql(
+        settings,
+        "DELETE FROM predictions.risk_scores WHERE partition_date = ? AND entity_id = ?",
+        [LAST, gone],
+    )
     ev = evals(run(defs, instance, "check_daily"))["completeness"]
     assert not ev.passed and ev.severity == dg.AssetCheckSeverity.ERROR
     assert md(ev, "missing") == 1 and md(ev, "scored") == md(ev, "expected") - 1
@@ -124,17 +145,27 @@ def test_duplicated_prediction_fails_completeness(defs, instance, settings):
     sql(settings, "CREATE TABLE predictions.copy AS SELECT * FROM predictions.risk_scores")
     sql(settings, "DROP TABLE predictions.risk_scores")
     sql(settings, "ALTER TABLE predictions.copy RENAME TO risk_scores")
-    sql(settings, "INSERT INTO predictions.risk_scores SELECT * FROM predictions.risk_scores "
-                  "WHERE partition_date = ? ORDER BY entity_id LIMIT 1", [LAST])
+    sql(
+        settings,
+        "INSERT INTO predictions.risk_scores SELECT * FROM predictions.risk_scores "
+        "WHERE partition_date = ? ORDER BY entity_id LIMIT 1",
+        [LAST],
+    )
     ev = evals(run(defs, instance, "check_daily"))["completeness"]
     assert not ev.passed and md(ev, "duplicate_keys") == 1
     assert "copies" in md(ev, "sample_duplicates")
 
 
 def test_nan_feature_is_dead_lettered_and_the_rest_scored(defs, instance, settings):
-    victim = sql(settings, "SELECT min(entity_id) FROM features.customer_daily WHERE partition_date = ?", [LAST])[0][0]
-    sql(settings, "UPDATE features.customer_daily SET amount_sum_1d = 'NaN'::DOUBLE "
-                  "WHERE partition_date = ? AND entity_id = ?", [LAST, victim])
+    victim = sql(
+        settings, "SELECT min(entity_id) FROM features.customer_daily WHERE partition_date = ?", [LAST]
+    )[0][0]
+    sql(
+        settings,
+        "UPDATE features.customer_daily SET amount_sum_1d = 'NaN'::DOUBLE "
+        "WHERE partition_date = ? AND entity_id = ?",
+        [LAST, victim],
+    )
     result = run(defs, instance, "score_daily")
     assert result.success
     ev = evals(result)
@@ -142,16 +173,24 @@ def test_nan_feature_is_dead_lettered_and_the_rest_scored(defs, instance, settin
     assert "amount_sum_1d: not_nullable" in md(ev["contract"], "failures_by_rule")
     assert ev["completeness"].passed and md(ev["completeness"], "dead_lettered") == 1
     assert ev["dead_letters"].passed and "non_finite_feature" in md(ev["dead_letters"], "reasons")
-    dead = sql(settings, "SELECT entity_id, reason, payload->>'amount_sum_1d' FROM predictions.dead_letters "
-                         "WHERE partition_date = ?", [LAST])
+    dead = sql(
+        settings,
+        "SELECT entity_id, reason, payload->>'amount_sum_1d' FROM predictions.dead_letters "
+        "WHERE partition_date = ?",
+        [LAST],
+    )
     assert dead == [(victim, "non_finite_feature: amount_sum_1d", "nan")]
     assert summary_published(result)
 
 
 def test_too_many_bad_rows_fail_the_blocking_checks(defs, instance, settings):
-    sql(settings, """UPDATE features.customer_daily SET night_txn_share_1d = 7 WHERE partition_date = ?
+    sql(
+        settings,
+        """UPDATE features.customer_daily SET night_txn_share_1d = 7 WHERE partition_date = ?
                      AND entity_id IN (SELECT entity_id FROM features.customer_daily WHERE partition_date = ?
-                                       ORDER BY entity_id LIMIT 20)""", [LAST, LAST])
+                                       ORDER BY entity_id LIMIT 20)""",
+        [LAST, LAST],
+    )
     result = run(defs, instance, "score_daily")
     assert not result.success
     contract = evals(result)["contract"]
@@ -161,8 +200,14 @@ def test_too_many_bad_rows_fail_the_blocking_checks(defs, instance, settings):
     assert not summary_published(result)
     # scored anyway (from a selection without the contract check), the rows are dead-lettered and the
     # blocking dead-letter check fails
-    scored = dg.materialize([risk_scores], partition_key=LAST, instance=instance, resources=build_resources(settings),
-                            selection=dg.AssetSelection.assets(PREDS).without_checks(), run_config=QUIET)
+    scored = dg.materialize(
+        [risk_scores],
+        partition_key=LAST,
+        instance=instance,
+        resources=build_resources(settings),
+        selection=dg.AssetSelection.assets(PREDS).without_checks(),
+        run_config=QUIET,
+    )
     assert scored.success
     dead = evals(run(defs, instance, "check_daily"))["dead_letters"]
     assert not dead.passed and dead.severity == dg.AssetCheckSeverity.ERROR
@@ -171,9 +216,13 @@ def test_too_many_bad_rows_fail_the_blocking_checks(defs, instance, settings):
 
 
 def test_shifted_features_warn_feature_drift_and_flag_score_drift(defs, instance, settings):
-    sql(settings, """UPDATE features.customer_daily SET amount_sum_1d = amount_sum_1d * 4 + 50,
+    sql(
+        settings,
+        """UPDATE features.customer_daily SET amount_sum_1d = amount_sum_1d * 4 + 50,
                      amount_max_1d = amount_max_1d * 4 + 50, online_txn_share_1d = 1
-                     WHERE partition_date = ?""", [LAST])
+                     WHERE partition_date = ?""",
+        [LAST],
+    )
     result = run(defs, instance, "score_daily")
     ev = evals(result)
     fd = ev["feature_drift"]
@@ -183,7 +232,9 @@ def test_shifted_features_warn_feature_drift_and_flag_score_drift(defs, instance
     assert table.startswith("| column | verdict | rows | psi |") and "online_txn_share_1d" in table
     sd = ev["score_drift"]
     assert not sd.passed and md(sd, "psi") > 0.1 and md(sd, "ks_pvalue") < 0.01
-    assert sd.severity == (dg.AssetCheckSeverity.ERROR if md(sd, "psi") > 0.25 else dg.AssetCheckSeverity.WARN)
+    assert sd.severity == (
+        dg.AssetCheckSeverity.ERROR if md(sd, "psi") > 0.25 else dg.AssetCheckSeverity.WARN
+    )
     assert result.success and summary_published(result)  # drift informs; it does not block publishing
 
 
@@ -209,19 +260,27 @@ def test_tampered_manifest_sha_fails_provenance(defs, instance, settings):
 
 def test_rows_from_another_run_fail_provenance(defs, instance, settings):
     assert run(defs, instance, "score_daily").success
-    sql(settings, "UPDATE predictions.risk_scores SET run_id = 'someone-else' WHERE partition_date = ? AND "
-                  "entity_id = (SELECT min(entity_id) FROM predictions.risk_scores WHERE partition_date = ?)",
-        [LAST, LAST])
+    sql(
+        settings,
+        "UPDATE predictions.risk_scores SET run_id = 'someone-else' WHERE partition_date = ? AND "
+        "entity_id = (SELECT min(entity_id) FROM predictions.risk_scores WHERE partition_date = ?)",
+        [LAST, LAST],
+    )
     ev = evals(run(defs, instance, "check_daily"))["provenance"]
     assert not ev.passed and md(ev, "mismatched_rows") == 1 and "someone-else" in md(ev, "sample_mismatched")
 
 
-def test_scores_outside_the_declared_range_fail_validity_and_block_the_summary(defs, instance, settings, tmp_path):
+def test_scores_outside_the_declared_range_fail_validity_and_block_the_summary(
+    defs, instance, settings, tmp_path
+):
     model = make_model()
-    narrow = save_artifact(model, tmp_path / "narrow.safetensors",
-                           architecture={"name": "tabular_mlp", "params": {"n_features": 15, "hidden": [16, 8]}},
-                           inputs=[{"name": c, "dtype": "float32"} for c in FEATURE_COLUMNS],
-                           output={"name": "score", "dtype": "float32", "range": [0.0, 0.0001]})
+    narrow = save_artifact(
+        model,
+        tmp_path / "narrow.safetensors",
+        architecture={"name": "tabular_mlp", "params": {"n_features": 15, "hidden": [16, 8]}},
+        inputs=[{"name": c, "dtype": "float32"} for c in FEATURE_COLUMNS],
+        output={"name": "score", "dtype": "float32", "range": [0.0, 0.0001]},
+    )
     registry = ModelRegistry(settings.registry)
     registry.promote("risk_model", registry.register("risk_model", narrow).version)
     result = run(defs, instance, "score_daily")
@@ -232,9 +291,13 @@ def test_scores_outside_the_declared_range_fail_validity_and_block_the_summary(d
 
 
 def test_tiny_partition_is_not_judged_for_drift(defs, instance, settings):
-    sql(settings, """DELETE FROM features.customer_daily WHERE partition_date = ? AND entity_id NOT IN
+    sql(
+        settings,
+        """DELETE FROM features.customer_daily WHERE partition_date = ? AND entity_id NOT IN
                      (SELECT entity_id FROM features.customer_daily WHERE partition_date = ? ORDER BY entity_id
-                      LIMIT 50)""", [LAST, LAST])
+                      LIMIT 50)""",
+        [LAST, LAST],
+    )
     ev = evals(run(defs, instance, "score_daily"))
     assert ev["score_drift"].passed and ev["score_drift"].description.startswith("not judged: 50 finite rows")
     assert ev["feature_drift"].passed and "not judged" in ev["feature_drift"].description

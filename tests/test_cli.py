@@ -32,10 +32,14 @@ def test_register_list_show_promote(home, tmp_path):
     a2 = write_artifact(tmp_path / "a2" / "model.safetensors", make_model(seed=3))
     out = cli("models", "register", "risk_model", str(a1), home=home).stdout
     assert "registered risk_model version 1 sha256" in out
-    assert "version 2024.1" in cli("models", "register", "risk_model", str(a2), "--version", "2024.1",
-                                   home=home).stdout
-    assert cli("models", "promote", "risk_model", "1", "--alias", "champion", home=home).stdout.strip() == \
-        "risk_model@champion -> version 1"
+    assert (
+        "version 2024.1"
+        in cli("models", "register", "risk_model", str(a2), "--version", "2024.1", home=home).stdout
+    )
+    assert (
+        cli("models", "promote", "risk_model", "1", "--alias", "champion", home=home).stdout.strip()
+        == "risk_model@champion -> version 1"
+    )
     assert "(was 1)" in cli("models", "promote", "risk_model", "2024.1", home=home).stdout
 
     lines = cli("models", "list", home=home).stdout.strip().splitlines()

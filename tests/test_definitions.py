@@ -26,8 +26,10 @@ def test_asset_graph(settings):
         "predictions/risk_summary": "predictions",
         "models/risk_model": "models",
     }
-    parents = {k.to_user_string(): sorted(p.to_user_string() for p in graph.get(k).parent_keys)
-               for k in graph.get_all_asset_keys()}
+    parents = {
+        k.to_user_string(): sorted(p.to_user_string() for p in graph.get(k).parent_keys)
+        for k in graph.get_all_asset_keys()
+    }
     assert parents["features/customer_daily"] == ["raw/transactions"]
     assert parents["predictions/risk_scores"] == ["features/customer_daily", "models/risk_model"]
     assert parents["predictions/risk_summary"] == ["predictions/risk_scores"]
@@ -52,7 +54,13 @@ def test_every_resource_is_bound_under_the_state_folder(settings):
 def test_dagster_definitions_validate_workspace(tmp_path):
     env = {**os.environ, "BATCH_ASSETS_HOME": str(tmp_path / "home"), "DAGSTER_HOME": str(tmp_path)}
     dagster = Path(sys.executable).parent / "dagster"
-    proc = subprocess.run([str(dagster), "definitions", "validate", "-w", "workspace.yaml"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [str(dagster), "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Validation successful" in proc.stdout + proc.stderr

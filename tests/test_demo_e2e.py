@@ -58,8 +58,12 @@ def test_demo_from_scratch_then_again(tmp_path):
     # the runs are in the Dagster instance the UI reads
     os.environ["DAGSTER_HOME"] = str(home / "dagster_home")
     with dg.DagsterInstance.get() as instance:
-        for key in (["raw", "transactions"], ["features", "customer_daily"], ["predictions", "risk_scores"],
-                    ["predictions", "risk_summary"]):
+        for key in (
+            ["raw", "transactions"],
+            ["features", "customer_daily"],
+            ["predictions", "risk_scores"],
+            ["predictions", "risk_summary"],
+        ):
             assert len(instance.get_materialized_partitions(dg.AssetKey(key))) == DAYS, key
 
     second = demo(home)  # idempotent: keeps the champion, replaces partitions, duplicates nothing

@@ -36,7 +36,8 @@ def con(tmp_path):
 def features(con, day):
     cols = ", ".join(FEATURE_COLUMNS)
     rows = con.execute(
-        f"SELECT entity_id, {cols} FROM features.customer_daily WHERE partition_date = ? ORDER BY entity_id", [day]
+        f"SELECT entity_id, {cols} FROM features.customer_daily WHERE partition_date = ? ORDER BY entity_id",
+        [day],
     ).fetchall()
     return {r[0]: dict(zip(FEATURE_COLUMNS, r[1:], strict=True)) for r in rows}
 

@@ -19,8 +19,19 @@ def test_no_shadowing_modules_inside_the_code_location():
 
 
 def test_fixed_top_level_exists():
-    for name in ["pyproject.toml", "batch_assets", "resources", "partitions", "deployments", "tests",
-                 "workspace.yaml", "README.md", "Makefile", ".ci/run", "benchmarks"]:
+    for name in [
+        "pyproject.toml",
+        "batch_assets",
+        "resources",
+        "partitions",
+        "deployments",
+        "tests",
+        "workspace.yaml",
+        "README.md",
+        "Makefile",
+        ".ci/run",
+        "benchmarks",
+    ]:
         assert (REPO / name).exists(), name
 
 

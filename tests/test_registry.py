@@ -9,7 +9,13 @@ import torch
 
 from batch_assets.scoring.model_format import ArtifactError
 from batch_assets.scoring.names import InvalidName
-from batch_assets.scoring.registry import ChecksumMismatch, ModelNotFound, ModelRegistry, RegistryError, VersionExists
+from batch_assets.scoring.registry import (
+    ChecksumMismatch,
+    ModelNotFound,
+    ModelRegistry,
+    RegistryError,
+    VersionExists,
+)
 from tests.conftest import make_model, write_artifact
 
 
@@ -108,9 +114,13 @@ def test_manifest_pointing_outside_the_version_folder_is_refused(registry, artif
 def test_artifact_whose_inputs_do_not_fit_the_network_is_refused(registry, tmp_path):
     from batch_assets.scoring.model_format import save_artifact
 
-    path = save_artifact(make_model(4), tmp_path / "m.safetensors",
-                         architecture={"name": "tabular_mlp", "params": {"n_features": 4, "hidden": [16, 8]}},
-                         inputs=[{"name": "a", "dtype": "float32"}] * 3, output={"name": "score"})
+    path = save_artifact(
+        make_model(4),
+        tmp_path / "m.safetensors",
+        architecture={"name": "tabular_mlp", "params": {"n_features": 4, "hidden": [16, 8]}},
+        inputs=[{"name": "a", "dtype": "float32"}] * 3,
+        output={"name": "score"},
+    )
     with pytest.raises(RegistryError, match="cannot score 3 declared input features"):
         registry.register("risk_model", path)
 

@@ -10,13 +10,22 @@ def scored(version, **overrides):
 
 
 def tick(state, scored_by, outcome=None, version="2", promotion=1, **kw):
-    return decide(alias_version=version, alias_sha256="sha" + version, promotion=promotion, scored_by=scored_by,
-                  state=state, canary_outcome=outcome, **kw)
+    return decide(
+        alias_version=version,
+        alias_sha256="sha" + version,
+        promotion=promotion,
+        scored_by=scored_by,
+        state=state,
+        canary_outcome=outcome,
+        **kw,
+    )
 
 
 def test_new_version_requests_one_canary_for_the_latest_stale_partition():
     d = tick(None, scored("1"))
-    assert [(r.partition, r.run_key, r.role) for r in d.requests] == [("2026-09-07", "2:2026-09-07", "canary")]
+    assert [(r.partition, r.run_key, r.role) for r in d.requests] == [
+        ("2026-09-07", "2:2026-09-07", "canary")
+    ]
     assert d.state.phase == CANARY and d.state.canary_partition == "2026-09-07"
     assert RolloutState.from_cursor(d.state.to_cursor()) == d.state
 
@@ -69,7 +78,9 @@ def test_window_limits_the_partitions_considered():
 
 
 def test_no_alias_yet():
-    d = decide(alias_version=None, alias_sha256=None, promotion=1, scored_by={}, state=None, canary_outcome=None)
+    d = decide(
+        alias_version=None, alias_sha256=None, promotion=1, scored_by={}, state=None, canary_outcome=None
+    )
     assert d.requests == [] and d.skip_reason.startswith("no model version")
 
 

@@ -57,12 +57,14 @@ def test_checksum_depends_on_content_not_batching():
 
 def test_bad_rows_are_dead_lettered_with_reasons():
     model = make_model(3)
-    tbl = pa.table({
-        "entity_id": pa.array([1, 2, 2, None, 5, 6], pa.int64()),
-        "a": [0.0, 1.0, 1.0, 1.0, float("nan"), 1.0],
-        "b": [0.0, 1.0, 1.0, 1.0, 1.0, float("inf")],
-        "c": pa.array([0.0, 1.0, 1.0, 1.0, 1.0, None], pa.float64()),
-    })
+    tbl = pa.table(
+        {
+            "entity_id": pa.array([1, 2, 2, None, 5, 6], pa.int64()),
+            "a": [0.0, 1.0, 1.0, 1.0, float("nan"), 1.0],
+            "b": [0.0, 1.0, 1.0, 1.0, 1.0, float("inf")],
+            "c": pa.array([0.0, 1.0, 1.0, 1.0, 1.0, None], pa.float64()),
+        }
+    )
     scored, dead, stats = run(model, tbl, size=2)  # the duplicate 2 spans a batch boundary
     assert scored.column("entity_id").to_pylist() == [1, 2]
     reasons = dict(zip(range(len(dead)), dead.column("reason").to_pylist(), strict=True))
@@ -91,17 +93,38 @@ def test_non_numeric_column_fails_naming_it():
 
 
 def test_empty_input_scores_nothing():
-    scored_parts = list(score_batches(make_model(3), batches(table(0), 10), key="entity_id",
-                                      features=FEATURES, stats=(stats := ScoreStats())))
+    scored_parts = list(
+        score_batches(
+            make_model(3),
+            batches(table(0), 10),
+            key="entity_id",
+            features=FEATURES,
+            stats=(stats := ScoreStats()),
+        )
+    )
     assert all(p.scored.num_rows == 0 for p in scored_parts) and stats.rows_read == 0
 
 
 def test_rows_outside_hard_limits_are_dead_lettered_naming_the_rule():
-    tbl = pa.table({"entity_id": pa.array([1, 2, 3], pa.int64()), "a": [0.5, -1.0, 0.5],
-                    "b": [0.5, 0.5, 7.0], "c": [0.0, 0.0, 0.0]})
+    tbl = pa.table(
+        {
+            "entity_id": pa.array([1, 2, 3], pa.int64()),
+            "a": [0.5, -1.0, 0.5],
+            "b": [0.5, 0.5, 7.0],
+            "c": [0.0, 0.0, 0.0],
+        }
+    )
     stats = ScoreStats()
-    out = list(score_batches(make_model(3), batches(tbl, 10), key="entity_id", features=FEATURES, stats=stats,
-                             limits={"a": (0, None), "b": (0, 1)}))
+    out = list(
+        score_batches(
+            make_model(3),
+            batches(tbl, 10),
+            key="entity_id",
+            features=FEATURES,
+            stats=stats,
+            limits={"a": (0, None), "b": (0, 1)},
+        )
+    )
     assert out[0].scored.column("entity_id").to_pylist() == [1]
     assert out[0].dead.column("reason").to_pylist() == [
         "out_of_range: a=-1 outside [0, inf]",

@@ -9,7 +9,6 @@ from batch_assets.definitions import build_definitions
 from batch_assets.local_runs import execute_for_partition
 from batch_assets.predictions import MODEL_SHA_TAG, MODEL_VERSION_TAG
 from batch_assets.scoring.model_format import save_artifact
-from batch_assets.scoring.registry import ModelRegistry
 from batch_assets.scoring.warehouse import FEATURE_COLUMNS
 from batch_assets.sensors import ROLLOUT_ROLE_TAG
 from tests.conftest import make_model, write_artifact
@@ -30,8 +29,12 @@ def world(landing, registered_model, small_demo, instance):
 
 def tick(defs, instance, cursor):
     sensor = defs.resolve_sensor_def("risk_model_champion_rollout")
-    context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs,
-                                      resources={"model_registry": defs.resources["model_registry"]})
+    context = dg.build_sensor_context(
+        instance=instance,
+        cursor=cursor,
+        definitions=defs,
+        resources={"model_registry": defs.resources["model_registry"]},
+    )
     result = sensor(context)
     return result
 
@@ -43,8 +46,12 @@ def execute(defs, instance, requests):
 
 def versions_in_table(settings):
     with duckdb.connect(str(settings.warehouse), read_only=True) as con:
-        return dict(con.execute("SELECT partition_date::VARCHAR, string_agg(DISTINCT model_version) "
-                                "FROM predictions.risk_scores GROUP BY ALL").fetchall())
+        return dict(
+            con.execute(
+                "SELECT partition_date::VARCHAR, string_agg(DISTINCT model_version) "
+                "FROM predictions.risk_scores GROUP BY ALL"
+            ).fetchall()
+        )
 
 
 def test_rollout_canary_then_history_then_rollback(world, instance, tmp_path):
@@ -52,7 +59,9 @@ def test_rollout_canary_then_history_then_rollback(world, instance, tmp_path):
     first = tick(defs, instance, None)
     assert not first.run_requests and "already scored by version 1" in first.skip_reason.skip_message
 
-    v2 = registry.register("risk_model", write_artifact(tmp_path / "v2" / "m.safetensors", make_model(seed=2)))
+    v2 = registry.register(
+        "risk_model", write_artifact(tmp_path / "v2" / "m.safetensors", make_model(seed=2))
+    )
     unpromoted = tick(defs, instance, first.cursor)
     assert not unpromoted.run_requests and unpromoted.cursor == first.cursor  # registering changes nothing
 
@@ -60,12 +69,18 @@ def test_rollout_canary_then_history_then_rollback(world, instance, tmp_path):
     canary = tick(defs, instance, first.cursor)
     assert [(r.run_key, r.partition_key) for r in canary.run_requests] == [("2:2026-09-14", "2026-09-14")]
     tags = canary.run_requests[0].tags
-    assert tags[MODEL_VERSION_TAG] == "2" and tags[MODEL_SHA_TAG] == v2.sha256 and tags[ROLLOUT_ROLE_TAG] == "canary"
+    assert (
+        tags[MODEL_VERSION_TAG] == "2"
+        and tags[MODEL_SHA_TAG] == v2.sha256
+        and tags[ROLLOUT_ROLE_TAG] == "canary"
+    )
     waiting = tick(defs, instance, canary.cursor)
     assert not waiting.run_requests and "waiting for the canary" in waiting.skip_reason.skip_message
 
     # the alias moves again before the canary runs: the run still scores with the version it was requested for
-    v3 = registry.register("risk_model", write_artifact(tmp_path / "v3" / "m.safetensors", make_model(seed=3)))
+    v3 = registry.register(
+        "risk_model", write_artifact(tmp_path / "v3" / "m.safetensors", make_model(seed=3))
+    )
     registry.promote("risk_model", v3.version)
     assert all(r.success for r in execute(defs, instance, canary.run_requests))
     assert versions_in_table(settings)["2026-09-14"] == "2"
@@ -102,10 +117,13 @@ def test_rollout_canary_then_history_then_rollback(world, instance, tmp_path):
 def test_failed_canary_stops_the_rollout_with_a_reason(world, instance, tmp_path):
     defs, days, settings, registry = world
     cursor = tick(defs, instance, None).cursor
-    narrow = save_artifact(make_model(), tmp_path / "narrow.safetensors",
-                           architecture={"name": "tabular_mlp", "params": {"n_features": 15, "hidden": [16, 8]}},
-                           inputs=[{"name": c, "dtype": "float32"} for c in FEATURE_COLUMNS],
-                           output={"name": "score", "dtype": "float32", "range": [0.0, 0.0001]})
+    narrow = save_artifact(
+        make_model(),
+        tmp_path / "narrow.safetensors",
+        architecture={"name": "tabular_mlp", "params": {"n_features": 15, "hidden": [16, 8]}},
+        inputs=[{"name": c, "dtype": "float32"} for c in FEATURE_COLUMNS],
+        output={"name": "score", "dtype": "float32", "range": [0.0, 0.0001]},
+    )
     bad = registry.register("risk_model", narrow)
     registry.promote("risk_model", bad.version)
     canary = tick(defs, instance, cursor)

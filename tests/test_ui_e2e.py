@@ -33,8 +33,9 @@ def free_port() -> int:
 
 def graphql(port: int, query: str, variables: dict | None = None) -> dict:
     body = json.dumps({"query": query, "variables": variables or {}}).encode()
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=body,
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql", data=body, headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(req, timeout=30) as resp:
         data = json.loads(resp.read())
     assert "errors" not in data, data["errors"]
@@ -48,17 +49,27 @@ def server(tmp_path_factory):
     cfg = DemoConfig(customers=300, days=8)
     write_landing(cfg, settings.landing)
     registry = ModelRegistry(settings.registry)
-    registry.promote("risk_model", registry.register(
-        "risk_model", write_artifact(settings.home.parent / "m.safetensors")).version)
+    registry.promote(
+        "risk_model",
+        registry.register("risk_model", write_artifact(settings.home.parent / "m.safetensors")).version,
+    )
     old_home = os.environ.get("DAGSTER_HOME")
     with open_instance(settings) as instance:
-        run_partitions(build_definitions(settings), instance, "ingest_daily", [d.isoformat() for d in cfg.dates])
+        run_partitions(
+            build_definitions(settings), instance, "ingest_daily", [d.isoformat() for d in cfg.dates]
+        )
     port = free_port()
     env = {**os.environ, "BATCH_ASSETS_HOME": str(settings.home), "DAGSTER_HOME": str(settings.dagster_home)}
     dagster = str(Path(sys.executable).parent / "dagster")
     log = open(settings.home / "dagster-dev.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([dagster, "dev", "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"], cwd=REPO,
-                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [dagster, "dev", "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.time() + 120
         while True:
@@ -89,11 +100,16 @@ def test_dagster_dev_serves_the_asset_graph(server):
     port, _ = server
     deadline = time.time() + 60
     while True:  # the code location loads after the webserver answers
-        nodes = graphql(port, "{ assetNodes { assetKey { path } groupName isObservable isPartitioned } }")["assetNodes"]
+        nodes = graphql(port, "{ assetNodes { assetKey { path } groupName isObservable isPartitioned } }")[
+            "assetNodes"
+        ]
         if nodes or time.time() > deadline:
             break
         time.sleep(1)
-    got = {"/".join(n["assetKey"]["path"]): (n["groupName"], n["isObservable"], n["isPartitioned"]) for n in nodes}
+    got = {
+        "/".join(n["assetKey"]["path"]): (n["groupName"], n["isObservable"], n["isPartitioned"])
+        for n in nodes
+    }
     assert got == {
         "raw/transactions": ("raw", False, True),
         "features/customer_daily": ("features", False, True),
@@ -118,8 +134,14 @@ STATUS = """query Status($id: String!) {
 @pytest.mark.slow
 def test_partition_backfill_stores_check_results_per_partition(server):
     port, settings = server
-    params = {"assetSelection": [{"path": ["predictions", "risk_scores"]}, {"path": ["predictions", "risk_summary"]}],
-              "partitionNames": BACKFILL_DAYS, "title": "test backfill"}
+    params = {
+        "assetSelection": [
+            {"path": ["predictions", "risk_scores"]},
+            {"path": ["predictions", "risk_summary"]},
+        ],
+        "partitionNames": BACKFILL_DAYS,
+        "title": "test backfill",
+    }
     launched = graphql(port, LAUNCH, {"params": params})["launchPartitionBackfill"]
     assert launched["__typename"] == "LaunchBackfillSuccess", launched
     deadline = time.time() + 300
@@ -140,6 +162,9 @@ def test_partition_backfill_stores_check_results_per_partition(server):
         summary = instance.get_materialized_partitions(dg.AssetKey(["predictions", "risk_summary"]))
         assert summary == set(BACKFILL_DAYS)
     # and the UI's own view: per-partition check statuses through GraphQL
-    data = graphql(port, """{ assetCheckExecutions(assetKey: {path: ["predictions", "risk_scores"]},
-                               checkName: "completeness", limit: 10) { partition status } }""")
+    data = graphql(
+        port,
+        """{ assetCheckExecutions(assetKey: {path: ["predictions", "risk_scores"]},
+                               checkName: "completeness", limit: 10) { partition status } }""",
+    )
     assert sorted(e["partition"] for e in data["assetCheckExecutions"]) == BACKFILL_DAYS

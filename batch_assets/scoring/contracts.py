@@ -104,13 +104,15 @@ def validate_batches(contract: FeatureContract, batches: Iterable[pa_arrow.Recor
             for _, case in cases.head(max(0, SAMPLE_FAILURES - len(report.sample))).iterrows():
                 idx = case["index"]
                 key = df.at[idx, contract.key] if idx is not None and not pd.isna(idx) else None
-                report.sample.append({
-                    "row": None if pd.isna(idx) else int(idx),
-                    contract.key: None if key is None or pd.isna(key) else int(key),
-                    "column": case["column"],
-                    "rule": str(case["check"]),
-                    "value": _plain(case["failure_case"]),
-                })
+                report.sample.append(
+                    {
+                        "row": None if pd.isna(idx) else int(idx),
+                        contract.key: None if key is None or pd.isna(key) else int(key),
+                        "column": case["column"],
+                        "rule": str(case["check"]),
+                        "value": _plain(case["failure_case"]),
+                    }
+                )
     return report
 
 

@@ -22,7 +22,18 @@ from batch_assets.scoring.warehouse import landing_dir
 COUNTRIES = np.array(["US", "GB", "DE", "FR", "ES", "IT", "NL", "BR", "IN", "NG", "RU", "CN"])
 HOME_COUNTRIES = 6  # customers live in the first six
 MERCHANT_CATEGORIES = np.array(
-    ["grocery", "fuel", "restaurant", "travel", "electronics", "fashion", "pharmacy", "gaming", "jewelry", "utilities"]
+    [
+        "grocery",
+        "fuel",
+        "restaurant",
+        "travel",
+        "electronics",
+        "fashion",
+        "pharmacy",
+        "gaming",
+        "jewelry",
+        "utilities",
+    ]
 )
 CHANNELS = np.array(["pos", "online", "atm"])
 
@@ -77,32 +88,41 @@ def generate_day(cfg: DemoConfig, day: dt.date) -> tuple[pa.Table, pa.Table]:
     ts = (midnight + seconds.astype("timedelta64[s]")).astype("datetime64[us]")
 
     spend = cust["spend"][idx] * (1.8 if shifted else 1.0)
-    amount = np.round(rng.lognormal(np.log(spend), 0.6) * np.where(is_fraud, rng.uniform(0.8, 2.5, m), 1.0), 2)
+    amount = np.round(
+        rng.lognormal(np.log(spend), 0.6) * np.where(is_fraud, rng.uniform(0.8, 2.5, m), 1.0), 2
+    )
 
     foreign_p = np.where(is_fraud, 0.2, 0.25 if shifted else 0.05)
     foreign = rng.random(m) < foreign_p
     country_idx = np.where(foreign, rng.integers(0, len(COUNTRIES), m), cust["home"][idx])
     online_p = np.where(is_fraud, 0.5, np.minimum(cust["online"][idx] * (1.8 if shifted else 1.0), 0.95))
     channel_idx = np.where(rng.random(m) < online_p, 1, np.where(rng.random(m) < 0.85, 0, 2))
-    mcc_p = np.where(is_fraud[:, None], [0.15, 0.08, 0.12, 0.08, 0.15, 0.1, 0.05, 0.12, 0.1, 0.05],
-                     [0.3, 0.12, 0.18, 0.04, 0.05, 0.1, 0.08, 0.04, 0.01, 0.08])
+    mcc_p = np.where(
+        is_fraud[:, None],
+        [0.15, 0.08, 0.12, 0.08, 0.15, 0.1, 0.05, 0.12, 0.1, 0.05],
+        [0.3, 0.12, 0.18, 0.04, 0.05, 0.1, 0.08, 0.04, 0.01, 0.08],
+    )
     mcc_idx = (rng.random(m)[:, None] > np.cumsum(mcc_p, axis=1)).sum(axis=1).clip(0, 9)
 
     order = np.argsort(ts, kind="stable")
-    txn = pa.table({
-        "transaction_id": pa.array([f"{day:%Y%m%d}-{i:07d}" for i in range(m)], pa.string()),
-        "customer_id": pa.array(cust["id"][idx][order], pa.int64()),
-        "event_ts": pa.array(ts[order], pa.timestamp("us")),
-        "amount": pa.array(amount[order], pa.float64()),
-        "merchant_category": pa.array(MERCHANT_CATEGORIES[mcc_idx[order]]),
-        "country": pa.array(COUNTRIES[country_idx[order]]),
-        "channel": pa.array(CHANNELS[channel_idx[order]]),
-    })
-    labels = pa.table({
-        "customer_id": pa.array(cust["id"], pa.int64()),
-        "event_date": pa.array([day] * n_cust, pa.date32()),
-        "is_fraud": pa.array(fraud_day),
-    }).filter(pa.array(total > 0))
+    txn = pa.table(
+        {
+            "transaction_id": pa.array([f"{day:%Y%m%d}-{i:07d}" for i in range(m)], pa.string()),
+            "customer_id": pa.array(cust["id"][idx][order], pa.int64()),
+            "event_ts": pa.array(ts[order], pa.timestamp("us")),
+            "amount": pa.array(amount[order], pa.float64()),
+            "merchant_category": pa.array(MERCHANT_CATEGORIES[mcc_idx[order]]),
+            "country": pa.array(COUNTRIES[country_idx[order]]),
+            "channel": pa.array(CHANNELS[channel_idx[order]]),
+        }
+    )
+    labels = pa.table(
+        {
+            "customer_id": pa.array(cust["id"], pa.int64()),
+            "event_date": pa.array([day] * n_cust, pa.date32()),
+            "is_fraud": pa.array(fraud_day),
+        }
+    ).filter(pa.array(total > 0))
     return txn, labels
 
 

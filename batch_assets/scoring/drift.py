@@ -30,8 +30,10 @@ def reference_stats(values: np.ndarray, *, seed: int = 0) -> dict[str, Any]:
     if finite.size == 0:
         return stats
     edges = bin_edges(finite)
-    sample = finite if finite.size <= REFERENCE_SAMPLE else np.random.default_rng(seed).choice(
-        finite, REFERENCE_SAMPLE, replace=False
+    sample = (
+        finite
+        if finite.size <= REFERENCE_SAMPLE
+        else np.random.default_rng(seed).choice(finite, REFERENCE_SAMPLE, replace=False)
     )
     stats.update(
         mean=float(finite.mean()),
@@ -76,7 +78,9 @@ class DriftThresholds:
 
     def __post_init__(self) -> None:
         if not 0 <= self.psi_warn <= self.psi_error:
-            raise ValueError(f"drift thresholds need 0 <= psi_warn <= psi_error, got {self.psi_warn}, {self.psi_error}")
+            raise ValueError(
+                f"drift thresholds need 0 <= psi_warn <= psi_error, got {self.psi_warn}, {self.psi_error}"
+            )
         if self.min_rows < 1:
             raise ValueError(f"drift min_rows must be at least 1, got {self.min_rows}")
 
@@ -110,17 +114,29 @@ def assess(reference: dict[str, Any] | None, values: np.ndarray, thresholds: Dri
     finite = values[np.isfinite(values)]
     non_finite = int(values.size - finite.size)
     if not reference or "psi_edges" not in reference or "sample" not in reference:
-        return DriftResult("no_reference", finite.size, non_finite=non_finite,
-                           reason="the model manifest has no reference statistics for this variable")
+        return DriftResult(
+            "no_reference",
+            finite.size,
+            non_finite=non_finite,
+            reason="the model manifest has no reference statistics for this variable",
+        )
     if finite.size < thresholds.min_rows:
-        return DriftResult("insufficient_data", finite.size, non_finite=non_finite,
-                           reason=f"{finite.size} finite rows < min_rows {thresholds.min_rows}")
+        return DriftResult(
+            "insufficient_data",
+            finite.size,
+            non_finite=non_finite,
+            reason=f"{finite.size} finite rows < min_rows {thresholds.min_rows}",
+        )
     edges = np.asarray(reference["psi_edges"], dtype=np.float64)
     value = psi(reference["psi_fractions"], bin_fractions(finite, edges))
     ks = ks_2samp(finite, np.asarray(reference["sample"], dtype=np.float64))
     verdict = "ok"
-    if value > thresholds.psi_error or (thresholds.ks_error is not None and ks.statistic > thresholds.ks_error):
+    if value > thresholds.psi_error or (
+        thresholds.ks_error is not None and ks.statistic > thresholds.ks_error
+    ):
         verdict = "error"
-    elif value > thresholds.psi_warn or (thresholds.ks_warn is not None and ks.statistic > thresholds.ks_warn):
+    elif value > thresholds.psi_warn or (
+        thresholds.ks_warn is not None and ks.statistic > thresholds.ks_warn
+    ):
         verdict = "warn"
     return DriftResult(verdict, finite.size, value, float(ks.statistic), float(ks.pvalue), non_finite)

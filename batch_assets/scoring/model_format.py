@@ -64,7 +64,9 @@ def save_artifact(
 ) -> Path:
     """Write ``module`` as a self-describing safetensors artifact."""
     if architecture.get("name") not in ARCHITECTURES:
-        raise ArtifactError(f"unknown architecture {architecture.get('name')!r}; known: {sorted(ARCHITECTURES)}")
+        raise ArtifactError(
+            f"unknown architecture {architecture.get('name')!r}; known: {sorted(ARCHITECTURES)}"
+        )
     tensors = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
     header = {
         "format": ARTIFACT_FORMAT,
@@ -108,7 +110,9 @@ def load_artifact(path: Path) -> nn.Module:
     arch = header["architecture"]
     cls = ARCHITECTURES.get(arch.get("name"))
     if cls is None:
-        raise ArtifactError(f"{path}: unknown architecture {arch.get('name')!r}; known: {sorted(ARCHITECTURES)}")
+        raise ArtifactError(
+            f"{path}: unknown architecture {arch.get('name')!r}; known: {sorted(ARCHITECTURES)}"
+        )
     module = cls(**arch.get("params", {}))
     tensors: dict[str, torch.Tensor] = {}
     with safe_open(str(path), framework="pt", device="cpu") as f:

@@ -30,7 +30,9 @@ def check_name(kind: str, value: str) -> str:
 def check_identifier(value: str) -> str:
     """Return ``value`` if it is a plain SQL identifier (DuckDB schema, table or column name)."""
     if not isinstance(value, str) or not _IDENT.match(value):
-        raise InvalidName(f"invalid SQL identifier {value!r}: use letters, digits and '_', not starting with a digit")
+        raise InvalidName(
+            f"invalid SQL identifier {value!r}: use letters, digits and '_', not starting with a digit"
+        )
     return value
 
 

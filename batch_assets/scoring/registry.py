@@ -225,8 +225,9 @@ class ModelRegistry:
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise
-            self._append_event(name, {"event": "register", "version": version, "sha256": manifest["sha256"],
-                                      "actor": actor})
+            self._append_event(
+                name, {"event": "register", "version": version, "sha256": manifest["sha256"], "actor": actor}
+            )
         return self.get(name, version)
 
     def promote(self, name: str, version: str, alias: str = "champion", *, actor: str = "cli") -> str | None:
@@ -241,8 +242,16 @@ class ModelRegistry:
             tmp = path.with_suffix(".json.tmp")
             tmp.write_text(json.dumps(aliases, indent=2, sort_keys=True))
             os.replace(tmp, path)
-            self._append_event(name, {"event": "promote", "alias": alias, "version": version,
-                                      "previous": previous, "actor": actor})
+            self._append_event(
+                name,
+                {
+                    "event": "promote",
+                    "alias": alias,
+                    "version": version,
+                    "previous": previous,
+                    "actor": actor,
+                },
+            )
         return previous
 
     # -- internals -----------------------------------------------------------------------------------

@@ -104,8 +104,12 @@ def decide(
         return Decision([], state, f"rollout of version {state.version} stopped: {state.reason}")
     if state.phase == CANARY:
         if canary_outcome is None:
-            return Decision([], state, f"waiting for the canary run of {state.canary_partition} "
-                                       f"(run key {state.run_key(state.canary_partition or '')})")
+            return Decision(
+                [],
+                state,
+                f"waiting for the canary run of {state.canary_partition} "
+                f"(run key {state.run_key(state.canary_partition or '')})",
+            )
         if canary_outcome != "success":
             state.phase = FAILED
             state.reason = f"canary {state.canary_partition} failed: {canary_outcome}"

@@ -36,8 +36,9 @@ class ScoreStats:
     dead_reasons: dict[str, int] = field(default_factory=dict)
     # One running hash per stream (keys, key-null flags, float32 feature rows), so the checksum depends
     # on the rows and their order only, not on how they were split into batches.
-    _streams: tuple = field(default_factory=lambda: (hashlib.sha256(), hashlib.sha256(), hashlib.sha256()),
-                            repr=False)
+    _streams: tuple = field(
+        default_factory=lambda: (hashlib.sha256(), hashlib.sha256(), hashlib.sha256()), repr=False
+    )
 
     def update_checksum(self, keys: np.ndarray, key_null: np.ndarray, x: np.ndarray) -> None:
         for h, arr in zip(self._streams, (keys, key_null, x), strict=True):
@@ -65,7 +66,9 @@ def check_columns(schema: pa.Schema, key: str, features: Sequence[str]) -> None:
     names = set(schema.names)
     for col in [key, *features]:
         if col not in names:
-            raise SchemaError(f"feature input has no column {col!r} required by the model (has: {sorted(names)})")
+            raise SchemaError(
+                f"feature input has no column {col!r} required by the model (has: {sorted(names)})"
+            )
     if not pa.types.is_integer(schema.field(key).type):
         raise SchemaError(f"key column {key!r} has type {schema.field(key).type}, expected an integer")
     for col in features:
@@ -138,8 +141,9 @@ def score_batches(
         dead = None
         bad = np.flatnonzero(~ok)
         if bad.size:
-            dead = _dead_letters(batch, key, features, bad, key_null, finite_rows, in_range, duplicate, bad_score,
-                                 x, lo, hi)
+            dead = _dead_letters(
+                batch, key, features, bad, key_null, finite_rows, in_range, duplicate, bad_score, x, lo, hi
+            )
             stats.dead_letters += dead.num_rows
             for reason in dead.column("reason").to_pylist():
                 stats.dead_reasons[reason.split(":")[0]] = stats.dead_reasons.get(reason.split(":")[0], 0) + 1
@@ -181,8 +185,11 @@ def _dead_letters(
         reasons.append(reason)
         payloads.append(json.dumps({k: _json_safe(v) for k, v in row.items()}, default=str))
     return pa.table(
-        {key: pa.array(keys, pa.int64()), "reason": pa.array(reasons, pa.string()),
-         "payload": pa.array(payloads, pa.string())}
+        {
+            key: pa.array(keys, pa.int64()),
+            "reason": pa.array(reasons, pa.string()),
+            "payload": pa.array(payloads, pa.string()),
+        }
     )
 
 

@@ -93,7 +93,10 @@ def export_model(
     return save_artifact(
         model,
         path,
-        architecture={"name": "tabular_mlp", "params": {"n_features": len(feature_columns), "hidden": hidden}},
+        architecture={
+            "name": "tabular_mlp",
+            "params": {"n_features": len(feature_columns), "hidden": hidden},
+        },
         inputs=[{"name": c, "dtype": "float32"} for c in feature_columns],
         output={"name": "score", "dtype": "float32", "range": [0.0, 1.0]},
         extra={

@@ -94,8 +94,12 @@ def dead_letters_ddl(table: str) -> str:
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create the contract tables that do not exist yet (idempotent)."""
-    for stmt in [*DDL, predictions_ddl(PREDICTIONS_TABLE), dead_letters_ddl(DEAD_LETTERS_TABLE),
-                 summary_ddl(SUMMARY_TABLE)]:
+    for stmt in [
+        *DDL,
+        predictions_ddl(PREDICTIONS_TABLE),
+        dead_letters_ddl(DEAD_LETTERS_TABLE),
+        summary_ddl(SUMMARY_TABLE),
+    ]:
         con.execute(stmt)
 
 
@@ -272,18 +276,27 @@ def replace_predictions_partition(
     con.execute(predictions_ddl(output_table))
     con.execute(dead_letters_ddl(dead_letter_table))
     select = (
-        f'SELECT "{key}", ' + ", ".join(f'"{c}"' for c in feature_columns)
+        f'SELECT "{key}", '
+        + ", ".join(f'"{c}"' for c in feature_columns)
         + f' FROM {src} WHERE partition_date = $day ORDER BY "{key}" NULLS FIRST'
     )
     stats = ScoreStats()
     reader_con = con.cursor()
-    common = {"day": day, "model_name": model_name, "version": model_version, "run_id": run_id, "at": scored_at}
+    common = {
+        "day": day,
+        "model_name": model_name,
+        "version": model_version,
+        "run_id": run_id,
+        "at": scored_at,
+    }
     try:
         reader = reader_con.sql(select, params={"day": day}).to_arrow_reader(batch_rows)
         with transaction(con):
             con.execute(f"DELETE FROM {out} WHERE partition_date = $day", {"day": day})
             con.execute(f"DELETE FROM {dead} WHERE partition_date = $day", {"day": day})
-            for part in score_batches(module, reader, key=key, features=feature_columns, stats=stats, limits=limits):
+            for part in score_batches(
+                module, reader, key=key, features=feature_columns, stats=stats, limits=limits
+            ):
                 con.register("_scored", part.scored)
                 con.execute(
                     f'INSERT INTO {out} SELECT "{key}", $day, score, $model_name, $version, $run_id, $at '
@@ -316,7 +329,11 @@ def replace_summary_partition(
     dead_letter_table: str = DEAD_LETTERS_TABLE,
 ) -> dict[str, object]:
     """Replace the daily summary of the scored partition ``day``; returns the summary row."""
-    src, out, dead = quote_table(predictions_table), quote_table(summary_table), quote_table(dead_letter_table)
+    src, out, dead = (
+        quote_table(predictions_table),
+        quote_table(summary_table),
+        quote_table(dead_letter_table),
+    )
     con.execute(summary_ddl(summary_table))
     params = {"day": day, "threshold": high_risk_threshold, "run_id": run_id, "at": computed_at}
     with transaction(con):
@@ -331,8 +348,13 @@ def replace_summary_partition(
             HAVING count(*) > 0""",
             params,
         )
-    row = con.sql(f"SELECT * FROM {out} WHERE partition_date = $day", params={"day": day}).to_arrow_table().to_pylist()
+    row = (
+        con.sql(f"SELECT * FROM {out} WHERE partition_date = $day", params={"day": day})
+        .to_arrow_table()
+        .to_pylist()
+    )
     if not row:
-        raise ValueError(f"no scored rows in {predictions_table} for {day}: materialize its predictions first")
+        raise ValueError(
+            f"no scored rows in {predictions_table} for {day}: materialize its predictions first"
+        )
     return row[0]
-
