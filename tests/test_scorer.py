@@ -131,3 +131,17 @@ def test_rows_outside_hard_limits_are_dead_lettered_naming_the_rule():
         "out_of_range: b=7 outside [0, 1]",
     ]
     assert stats.dead_reasons == {"out_of_range": 2}
+
+
+def test_values_beyond_float32_are_dead_lettered_as_overflow():
+    tbl = pa.table(
+        {"entity_id": pa.array([1, 2], pa.int64()), "a": [1e308, 0.0], "b": [0.0, 0.0], "c": [0.0, 0.0]}
+    )
+    stats = ScoreStats()
+    out = list(
+        score_batches(make_model(3), batches(tbl, 10), key="entity_id", features=FEATURES, stats=stats)
+    )
+    assert out[0].dead.column("reason").to_pylist() == [
+        "float32_overflow: a beyond the model's float32 range"
+    ]
+    assert out[0].scored.column("entity_id").to_pylist() == [2]

@@ -112,8 +112,9 @@ def score_batches(
         key_null = key_col.is_null().to_numpy(zero_copy_only=False)
         keys = pc.fill_null(key_col, 0).cast(pa.int64()).to_numpy()
         x = np.empty((n, len(features)), dtype=np.float32)
-        for j, name in enumerate(features):
-            x[:, j] = batch.column(name).cast(pa.float64()).to_numpy(zero_copy_only=False)
+        with np.errstate(over="ignore"):  # beyond float32's range becomes inf: dead-lettered below
+            for j, name in enumerate(features):
+                x[:, j] = batch.column(name).cast(pa.float64()).to_numpy(zero_copy_only=False)
         stats.update_checksum(keys, key_null, x)
 
         finite_rows = np.isfinite(x).all(axis=1)
@@ -172,7 +173,13 @@ def _dead_letters(
             reason = f"null_key: {key} is null"
         elif not finite_rows[i]:
             cols = [features[j] for j in np.flatnonzero(~np.isfinite(x[i]))]
-            reason = "non_finite_feature: " + ", ".join(cols)
+            overflow = [c for c in cols if isinstance(row[c], float) and math.isfinite(row[c])]
+            nonfinite = [c for c in cols if c not in overflow]
+            reason = (
+                "non_finite_feature: " + ", ".join(nonfinite)
+                if nonfinite
+                else "float32_overflow: " + ", ".join(overflow) + " beyond the model's float32 range"
+            )
         elif not in_range[i]:
             cols = np.flatnonzero((x[i] < lo) | (x[i] > hi))
             reason = "out_of_range: " + ", ".join(
