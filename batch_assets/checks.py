@@ -6,6 +6,7 @@ On the features asset: contract (blocking on a structural break or too many bad 
 (warn). Every check is partitioned, so its result is stored against the partition it judged.
 """
 
+from collections.abc import Callable
 from typing import Any
 
 import dagster as dg
@@ -65,6 +66,60 @@ def _incomplete_window(instance: dg.DagsterInstance, features: dg.AssetKey, part
     return None
 
 
+def judge_each_partition(
+    context: dg.AssetCheckExecutionContext, judge: Callable[[str], dg.AssetCheckResult]
+) -> dg.AssetCheckResult:
+    """Judge every partition of the step on its own.
+
+    A run of one partition returns that partition's result. A run that covers a range of partitions (a
+    chunked backfill) records one evaluation per partition, stored against that partition, and returns a
+    summary result for the step, failing (and blocking) when any partition failed.
+    """
+    keys = list(context.partition_keys)
+    if len(keys) == 1:
+        return judge(keys[0])
+    spec = context.check_specs[0]
+    results = {key: judge(key) for key in keys}
+    for key, r in results.items():
+        context.op_execution_context.log_event(
+            dg.AssetCheckEvaluation(
+                asset_key=spec.asset_key,
+                check_name=spec.name,
+                passed=r.passed,
+                metadata=r.metadata or {},
+                severity=r.severity,
+                description=r.description,
+                blocking=spec.blocking,
+                partition=key,
+            )
+        )
+    failed = [k for k, r in results.items() if not r.passed]
+    errors = [k for k in failed if results[k].severity == dg.AssetCheckSeverity.ERROR]
+    rows = [
+        {"partition": k, "passed": r.passed, "severity": r.severity.value, "description": r.description}
+        for k, r in results.items()
+    ]
+    desc = f"{len(keys)} partitions ({keys[0]}..{keys[-1]}) judged one by one: " + (
+        "all passed" if not failed else f"{len(failed)} failed ({', '.join(failed[:5])})"
+    )
+    return dg.AssetCheckResult(
+        passed=not failed,
+        severity=dg.AssetCheckSeverity.ERROR if errors else dg.AssetCheckSeverity.WARN,
+        description=desc,
+        metadata={
+            "partitions_judged": len(keys),
+            "partitions_failed": len(failed),
+            "per_partition": dg.MetadataValue.md(markdown_table(rows)),
+        },
+    )
+
+
+def not_judged(note: str, verdict: str = "not_judged") -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        passed=True, severity=dg.AssetCheckSeverity.WARN, description=note, metadata={"verdict": verdict}
+    )
+
+
 def build_checks(spec: ScoredDatasetSpec) -> list[dg.AssetChecksDefinition]:
     """The checks of ``spec``'s predictions asset and of the features asset it scores."""
     part = spec.partitions_def
@@ -82,17 +137,20 @@ def build_checks(spec: ScoredDatasetSpec) -> list[dg.AssetChecksDefinition]:
     def completeness(
         context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
     ) -> dg.AssetCheckResult:
-        with warehouse.connect() as con:
-            return to_result(
-                pc.completeness(
-                    con,
-                    day=parse_partition_date(context.partition_key),
-                    features_table=spec.features_table,
-                    output_table=spec.output_table,
-                    dead_letter_table=spec.dead_letter_table,
-                    key=spec.key_column,
+        def judge(key: str) -> dg.AssetCheckResult:
+            with warehouse.connect() as con:
+                return to_result(
+                    pc.completeness(
+                        con,
+                        day=parse_partition_date(key),
+                        features_table=spec.features_table,
+                        output_table=spec.output_table,
+                        dead_letter_table=spec.dead_letter_table,
+                        key=spec.key_column,
+                    )
                 )
-            )
+
+        return judge_each_partition(context, judge)
 
     @dg.asset_check(
         asset=preds,
@@ -106,16 +164,19 @@ def build_checks(spec: ScoredDatasetSpec) -> list[dg.AssetChecksDefinition]:
     def dead_letters(
         context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
     ) -> dg.AssetCheckResult:
-        with warehouse.connect() as con:
-            return to_result(
-                pc.dead_letter_rate(
-                    con,
-                    day=parse_partition_date(context.partition_key),
-                    features_table=spec.features_table,
-                    dead_letter_table=spec.dead_letter_table,
-                    max_fraction=spec.max_dead_letter_fraction,
+        def judge(key: str) -> dg.AssetCheckResult:
+            with warehouse.connect() as con:
+                return to_result(
+                    pc.dead_letter_rate(
+                        con,
+                        day=parse_partition_date(key),
+                        features_table=spec.features_table,
+                        dead_letter_table=spec.dead_letter_table,
+                        max_fraction=spec.max_dead_letter_fraction,
+                    )
                 )
-            )
+
+        return judge_each_partition(context, judge)
 
     @dg.asset_check(
         asset=preds,
@@ -130,22 +191,26 @@ def build_checks(spec: ScoredDatasetSpec) -> list[dg.AssetChecksDefinition]:
         warehouse: WarehouseResource,
         model_registry: ModelRegistryResource,
     ) -> dg.AssetCheckResult:
-        scored = _scored_by(context, spec)
-        if isinstance(scored, dg.AssetCheckResult):
-            return scored
-        version = scored["model_version"]
-        low, high = model_registry.get_registry().get(spec.model_name, version).output_range
-        with warehouse.connect() as con:
-            return to_result(
-                pc.validity(
-                    con,
-                    day=parse_partition_date(context.partition_key),
-                    output_table=spec.output_table,
-                    key=spec.key_column,
-                    low=low,
-                    high=high,
-                )
+        def judge(key: str) -> dg.AssetCheckResult:
+            scored = _scored_by(context.instance, spec, key)
+            if isinstance(scored, dg.AssetCheckResult):
+                return scored
+            low, high = (
+                model_registry.get_registry().get(spec.model_name, scored["model_version"]).output_range
             )
+            with warehouse.connect() as con:
+                return to_result(
+                    pc.validity(
+                        con,
+                        day=parse_partition_date(key),
+                        output_table=spec.output_table,
+                        key=spec.key_column,
+                        low=low,
+                        high=high,
+                    )
+                )
+
+        return judge_each_partition(context, judge)
 
     @dg.asset_check(
         asset=preds,
@@ -161,27 +226,32 @@ def build_checks(spec: ScoredDatasetSpec) -> list[dg.AssetChecksDefinition]:
         warehouse: WarehouseResource,
         model_registry: ModelRegistryResource,
     ) -> dg.AssetCheckResult:
-        scored = _scored_by(context, spec)
-        if isinstance(scored, dg.AssetCheckResult):
-            return scored
-        try:
-            manifest_sha = model_registry.get_registry().get(spec.model_name, scored["model_version"]).sha256
-        except ModelNotFound:
-            manifest_sha = None
-        with warehouse.connect() as con:
-            return to_result(
-                pc.provenance(
-                    con,
-                    day=parse_partition_date(context.partition_key),
-                    output_table=spec.output_table,
-                    key=spec.key_column,
-                    model_name=spec.model_name,
-                    model_version=scored["model_version"],
-                    run_id=scored["run_id"],
-                    recorded_sha256=scored["model_sha256"],
-                    manifest_sha256=manifest_sha,
+        def judge(key: str) -> dg.AssetCheckResult:
+            scored = _scored_by(context.instance, spec, key)
+            if isinstance(scored, dg.AssetCheckResult):
+                return scored
+            try:
+                manifest_sha = (
+                    model_registry.get_registry().get(spec.model_name, scored["model_version"]).sha256
                 )
-            )
+            except ModelNotFound:
+                manifest_sha = None
+            with warehouse.connect() as con:
+                return to_result(
+                    pc.provenance(
+                        con,
+                        day=parse_partition_date(key),
+                        output_table=spec.output_table,
+                        key=spec.key_column,
+                        model_name=spec.model_name,
+                        model_version=scored["model_version"],
+                        run_id=scored["run_id"],
+                        recorded_sha256=scored["model_sha256"],
+                        manifest_sha256=manifest_sha,
+                    )
+                )
+
+        return judge_each_partition(context, judge)
 
     @dg.asset_check(
         asset=preds,
@@ -197,28 +267,26 @@ def build_checks(spec: ScoredDatasetSpec) -> list[dg.AssetChecksDefinition]:
         warehouse: WarehouseResource,
         model_registry: ModelRegistryResource,
     ) -> dg.AssetCheckResult:
-        scored = _scored_by(context, spec)
-        if isinstance(scored, dg.AssetCheckResult):
-            return scored
-        note = _incomplete_window(context.instance, spec.features_asset, context.partition_key)
-        if note:
-            return dg.AssetCheckResult(
-                passed=True,
-                severity=dg.AssetCheckSeverity.WARN,
-                description=note,
-                metadata={"verdict": "not_judged"},
-            )
-        manifest = model_registry.get_registry().get(spec.model_name, scored["model_version"]).manifest
-        with warehouse.connect() as con:
-            return to_result(
-                pc.score_drift(
-                    con,
-                    day=parse_partition_date(context.partition_key),
-                    output_table=spec.output_table,
-                    reference=manifest.get("reference", {}).get("score"),
-                    thresholds=spec.score_drift,
+        def judge(key: str) -> dg.AssetCheckResult:
+            scored = _scored_by(context.instance, spec, key)
+            if isinstance(scored, dg.AssetCheckResult):
+                return scored
+            note = _incomplete_window(context.instance, spec.features_asset, key)
+            if note:
+                return not_judged(note)
+            manifest = model_registry.get_registry().get(spec.model_name, scored["model_version"]).manifest
+            with warehouse.connect() as con:
+                return to_result(
+                    pc.score_drift(
+                        con,
+                        day=parse_partition_date(key),
+                        output_table=spec.output_table,
+                        reference=manifest.get("reference", {}).get("score"),
+                        thresholds=spec.score_drift,
+                    )
                 )
-            )
+
+        return judge_each_partition(context, judge)
 
     checks = [completeness, dead_letters, validity, provenance, score_drift]
 
@@ -235,35 +303,28 @@ def build_checks(spec: ScoredDatasetSpec) -> list[dg.AssetChecksDefinition]:
         warehouse: WarehouseResource,
         model_registry: ModelRegistryResource,
     ) -> dg.AssetCheckResult:
-        note = _incomplete_window(context.instance, spec.features_asset, context.partition_key)
-        if note:
-            return dg.AssetCheckResult(
-                passed=True,
-                severity=dg.AssetCheckSeverity.WARN,
-                description=note,
-                metadata={"verdict": "not_judged"},
-            )
-        try:
-            info = model_registry.get_registry().resolve(spec.model_name, spec.model_alias)
-        except ModelNotFound as exc:
-            return dg.AssetCheckResult(
-                passed=True,
-                severity=dg.AssetCheckSeverity.WARN,
-                description=f"not judged: {exc}",
-                metadata={"verdict": "no_reference"},
-            )
-        refs = info.manifest.get("reference", {}).get("features", {})
-        with warehouse.connect() as con:
-            outcome = pc.feature_drift(
-                con,
-                day=parse_partition_date(context.partition_key),
-                features_table=spec.features_table,
-                references=refs,
-                thresholds=spec.feature_drift,
-                per_feature=spec.feature_drift_overrides,
-            )
-        outcome.metadata["reference_model_version"] = info.version
-        return to_result(outcome)
+        def judge(key: str) -> dg.AssetCheckResult:
+            note = _incomplete_window(context.instance, spec.features_asset, key)
+            if note:
+                return not_judged(note)
+            try:
+                info = model_registry.get_registry().resolve(spec.model_name, spec.model_alias)
+            except ModelNotFound as exc:
+                return not_judged(f"not judged: {exc}", "no_reference")
+            refs = info.manifest.get("reference", {}).get("features", {})
+            with warehouse.connect() as con:
+                outcome = pc.feature_drift(
+                    con,
+                    day=parse_partition_date(key),
+                    features_table=spec.features_table,
+                    references=refs,
+                    thresholds=spec.feature_drift,
+                    per_feature=spec.feature_drift_overrides,
+                )
+            outcome.metadata["reference_model_version"] = info.version
+            return to_result(outcome)
+
+        return judge_each_partition(context, judge)
 
     checks.append(feature_drift)
 
@@ -283,29 +344,30 @@ def build_checks(spec: ScoredDatasetSpec) -> list[dg.AssetChecksDefinition]:
         def contract(
             context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
         ) -> dg.AssetCheckResult:
-            with warehouse.connect() as con:
-                return to_result(
-                    pc.contract(
-                        con,
-                        day=parse_partition_date(context.partition_key),
-                        features_table=spec.features_table,
-                        feature_contract=feature_contract,
+            def judge(key: str) -> dg.AssetCheckResult:
+                with warehouse.connect() as con:
+                    return to_result(
+                        pc.contract(
+                            con,
+                            day=parse_partition_date(key),
+                            features_table=spec.features_table,
+                            feature_contract=feature_contract,
+                        )
                     )
-                )
+
+            return judge_each_partition(context, judge)
 
         checks.append(contract)
     return checks
 
 
 def _scored_by(
-    context: dg.AssetCheckExecutionContext, spec: ScoredDatasetSpec
+    instance: dg.DagsterInstance, spec: ScoredDatasetSpec, partition: str
 ) -> dict[str, Any] | dg.AssetCheckResult:
     """Model version, sha256 and run id recorded by the partition's latest materialization."""
-    record = latest_materialization(context.instance, spec.asset_key, context.partition_key)
+    record = latest_materialization(instance, spec.asset_key, partition)
     if record is None:
-        return dg.AssetCheckResult(
-            passed=False, description=f"{context.partition_key} has not been materialized"
-        )
+        return dg.AssetCheckResult(passed=False, description=f"{partition} has not been materialized")
     md = record.asset_materialization.metadata
     value = {k: (md[k].value if k in md else None) for k in ("model_version", "model_sha256")}
     value["run_id"] = record.run_id

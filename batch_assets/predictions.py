@@ -8,6 +8,7 @@ import datetime as dt
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import dagster as dg
 
@@ -18,6 +19,7 @@ from batch_assets.scoring.contracts import CUSTOMER_DAILY_CONTRACT, FeatureContr
 from batch_assets.scoring.drift import DriftThresholds
 from batch_assets.scoring.names import check_identifier, check_name, check_table, parse_partition_date
 from batch_assets.scoring.registry import ModelVersion
+from batch_assets.scoring.scorer import ScoreStats
 from batch_assets.scoring.warehouse import replace_predictions_partition, replace_summary_partition
 from partitions import daily_partitions
 from resources import ModelRegistryResource, WarehouseResource
@@ -49,6 +51,7 @@ class ScoredDatasetSpec:
     feature_drift_overrides: Mapping[str, DriftThresholds] = field(default_factory=dict)
     high_risk_threshold: float = 0.8
     batch_rows: int = 65_536
+    backfill_chunk: int = 10
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -151,6 +154,8 @@ def build_scored_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
         pool="duckdb_warehouse",
         kinds={"duckdb", "pytorch"},
         owners=["team:ml"],
+        # a backfill scores up to backfill_chunk partitions per run, loading the model once per run
+        backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=spec.backfill_chunk),
         description=spec.description
         or (
             f"Scores of {spec.features_table} by model {spec.model_name!r} (alias {spec.model_alias!r}), one "
@@ -162,39 +167,58 @@ def build_scored_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext, warehouse: WarehouseResource, model_registry: ModelRegistryResource
     ) -> dg.MaterializeResult:
         watch = Stopwatch()
-        day = parse_partition_date(context.partition_key)
+        days = [parse_partition_date(key) for key in context.partition_keys]
         with permanent_errors():
             info = resolve_model_version(context, model_registry, spec)
             loaded = model_registry.get_registry().load(spec.model_name, info.version)
         load_s = watch.seconds
         context.log.info(
-            "scoring %s %s with %s/%s (sha256 %s)",
+            "scoring %s %s..%s (%d partitions) with %s/%s (sha256 %s), model loaded once in %.3f s",
             spec.asset_key.to_user_string(),
-            day,
+            days[0],
+            days[-1],
+            len(days),
             spec.model_name,
             info.version,
             info.sha256[:12],
+            load_s,
         )
+        done: list[tuple[dt.date, ScoreStats, float]] = []
         with warehouse.connect() as con, permanent_errors():
-            stats = replace_predictions_partition(
-                con,
-                day=day,
-                module=loaded.module,
-                features_table=spec.features_table,
-                key=spec.key_column,
-                feature_columns=info.feature_names,
-                output_table=spec.output_table,
-                model_name=spec.model_name,
-                model_version=info.version,
-                run_id=context.run.run_id,
-                scored_at=dt.datetime.now(dt.UTC).replace(tzinfo=None),
-                dead_letter_table=spec.dead_letter_table,
-                limits=spec.contract.limits() if spec.contract else None,
-                batch_rows=spec.batch_rows,
-            )
+            for day in days:  # each partition in its own transaction
+                part_watch = Stopwatch()
+                stats = replace_predictions_partition(
+                    con,
+                    day=day,
+                    module=loaded.module,
+                    features_table=spec.features_table,
+                    key=spec.key_column,
+                    feature_columns=info.feature_names,
+                    output_table=spec.output_table,
+                    model_name=spec.model_name,
+                    model_version=info.version,
+                    run_id=context.run.run_id,
+                    scored_at=dt.datetime.now(dt.UTC).replace(tzinfo=None),
+                    dead_letter_table=spec.dead_letter_table,
+                    limits=spec.contract.limits() if spec.contract else None,
+                    batch_rows=spec.batch_rows,
+                )
+                done.append((day, stats, part_watch.seconds))
         seconds = watch.seconds
-        return dg.MaterializeResult(
-            metadata={
+        rows_read = sum(s.rows_read for _, s, _ in done)
+        metadata: dict[str, Any] = {
+            "model_name": spec.model_name,
+            "model_version": info.version,
+            "model_sha256": info.sha256,
+            "duration_s": round(seconds, 3),
+            "model_load_s": round(load_s, 3),
+            "rows_per_s": round(rows_read / max(seconds - load_s, 1e-9), 1),
+            "peak_rss_mb": round(peak_rss_mb(), 1),
+            "table": spec.output_table,
+        }
+        if len(done) == 1:
+            _, stats, _ = done[0]
+            metadata |= {
                 "dagster/row_count": stats.rows_scored,
                 "rows_read": stats.rows_read,
                 "dead_letters": stats.dead_letters,
@@ -202,18 +226,22 @@ def build_scored_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
                 if stats.rows_read
                 else 0.0,
                 "dead_letter_reasons": json.dumps(stats.dead_reasons, sort_keys=True),
-                "model_name": spec.model_name,
-                "model_version": info.version,
-                "model_sha256": info.sha256,
                 "input_sha256": stats.input_sha256,
-                "duration_s": round(seconds, 3),
-                "model_load_s": round(load_s, 3),
-                "rows_per_s": round(stats.rows_read / max(seconds - load_s, 1e-9), 1),
-                "peak_rss_mb": round(peak_rss_mb(), 1),
-                "table": spec.output_table,
-            },
-            tags={MODEL_VERSION_TAG: info.version},
-        )
+            }
+        else:  # one run scored a chunk of partitions: Dagster records this metadata on each of them
+            metadata |= {
+                "partitions_in_run": len(done),
+                "rows_in_run": rows_read,
+                "dead_letters_in_run": sum(s.dead_letters for _, s, _ in done),
+                "per_partition": dg.MetadataValue.md(
+                    "| partition | rows scored | dead letters | seconds | input sha256 |\n|---|---|---|---|---|\n"
+                    + "\n".join(
+                        f"| {d} | {s.rows_scored} | {s.dead_letters} | {t:.3f} | {s.input_sha256} |"
+                        for d, s, t in done
+                    )
+                ),
+            }
+        return dg.MaterializeResult(metadata=metadata, tags={MODEL_VERSION_TAG: info.version})
 
     return _scored
 
@@ -234,24 +262,33 @@ def build_summary_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
         pool="duckdb_warehouse",
         kinds={"duckdb"},
         owners=["team:risk"],
+        backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=spec.backfill_chunk),
         description=(
             f"Published daily summary of {spec.output_table}: rows, dead letters, mean/p50/p95 score and the "
             f"count at or above {high_risk_threshold}. Runs only after the scores it summarises."
         ),
     )
     def _summary(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
-        day = parse_partition_date(context.partition_key)
+        rows = []
         with warehouse.connect() as con:
-            row = replace_summary_partition(
-                con,
-                day=day,
-                predictions_table=spec.output_table,
-                high_risk_threshold=high_risk_threshold,
-                run_id=context.run.run_id,
-                computed_at=dt.datetime.now(dt.UTC).replace(tzinfo=None),
-                summary_table=spec.summary_table,
-                dead_letter_table=spec.dead_letter_table,
+            for key in context.partition_keys:
+                rows.append(
+                    replace_summary_partition(
+                        con,
+                        day=parse_partition_date(key),
+                        predictions_table=spec.output_table,
+                        high_risk_threshold=high_risk_threshold,
+                        run_id=context.run.run_id,
+                        computed_at=dt.datetime.now(dt.UTC).replace(tzinfo=None),
+                        summary_table=spec.summary_table,
+                        dead_letter_table=spec.dead_letter_table,
+                    )
+                )
+        if len(rows) > 1:
+            return dg.MaterializeResult(
+                metadata={"partitions_in_run": len(rows), "scored_rows_in_run": sum(r["rows"] for r in rows)}
             )
+        row = rows[0]
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": 1,

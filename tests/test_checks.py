@@ -309,3 +309,75 @@ def test_incomplete_feature_window_is_not_judged(defs, instance):
     ev = evals(run(defs, instance, "score_daily", key))
     assert ev["score_drift"].passed and "5 of 30 days of history" in ev["score_drift"].description
     assert ev["feature_drift"].passed and "5 of 30 days of history" in ev["feature_drift"].description
+
+
+def test_chunked_range_run_loads_the_model_once_and_stores_checks_per_partition(defs, instance, settings):
+    days = ["2026-10-01", "2026-10-02"]
+    result = defs.resolve_job_def("score_daily").execute_in_process(
+        instance=instance,
+        run_config=QUIET,
+        raise_on_error=False,
+        tags={"dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": days[-1]},
+    )
+    assert result.success
+    loads = [
+        e for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION" and e.asset_key == PREDS
+    ]
+    assert sorted(e.partition for e in loads) == days  # one materialization per partition, from one step
+    md_ = loads[0].step_materialization_data.materialization.metadata
+    assert md_["partitions_in_run"].value == 2 and md_["model_load_s"].value >= 0
+    assert "| 2026-10-01 |" in md_["per_partition"].value
+    storage = instance.event_log_storage
+    for name in ("completeness", "dead_letters", "validity", "provenance", "score_drift"):
+        history = storage.get_asset_check_execution_history(dg.AssetCheckKey(PREDS, name), limit=10)
+        per_partition = {h.partition: h.status.value for h in history if h.partition is not None}
+        assert per_partition == {d: "SUCCEEDED" for d in days}, (name, per_partition)
+    versions = sql(
+        settings,
+        "SELECT DISTINCT partition_date::VARCHAR, model_version FROM predictions.risk_scores ORDER BY 1",
+    )
+    assert versions == [(d, "1") for d in days]
+
+
+def test_a_failing_partition_in_a_chunk_blocks_the_chunk_summary(defs, instance, settings):
+    days = ["2026-10-01", "2026-10-02"]
+    sql(
+        settings,
+        "DELETE FROM features.customer_daily WHERE partition_date = ? AND entity_id = "
+        "(SELECT min(entity_id) FROM features.customer_daily WHERE partition_date = ?)",
+        [days[1], days[1]],
+    )
+    assert (
+        defs.resolve_job_def("score_daily")
+        .execute_in_process(
+            instance=instance,
+            run_config=QUIET,
+            raise_on_error=False,
+            tags={
+                "dagster/asset_partition_range_start": days[0],
+                "dagster/asset_partition_range_end": days[-1],
+            },
+        )
+        .success
+    )
+    sql(
+        settings,
+        "INSERT INTO features.customer_daily SELECT * REPLACE (entity_id + 10000000 AS entity_id) "
+        "FROM features.customer_daily WHERE partition_date = ? LIMIT 1",
+        [days[1]],
+    )
+    result = defs.resolve_job_def("check_daily").execute_in_process(
+        instance=instance,
+        run_config=QUIET,
+        raise_on_error=False,
+        tags={"dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": days[-1]},
+    )
+    history = instance.event_log_storage.get_asset_check_execution_history(
+        dg.AssetCheckKey(PREDS, "completeness"), limit=10
+    )
+    latest = {}
+    for h in history:  # newest first
+        if h.partition is not None and h.partition not in latest:
+            latest[h.partition] = h.status.value
+    assert latest == {days[0]: "SUCCEEDED", days[1]: "FAILED"}
+    assert not result.success
