@@ -42,6 +42,7 @@ lint: install
 
 bench: install
 	$(BIN)/python benchmarks/bench_scoring.py
+	$(BIN)/python benchmarks/bench_backfill.py
 
 # Refresh constraints.txt from the current .venv after changing dependencies in pyproject.toml.
 constraints:
