@@ -68,7 +68,10 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         ],
         schedules=[
             build_daily_schedule(
-                daily_pipeline_job, cron=settings.schedule_cron, timezone=settings.schedule_timezone
+                daily_pipeline_job,
+                RISK_SCORES,
+                cron=settings.schedule_cron,
+                timezone=settings.schedule_timezone,
             )
         ],
         resources=build_resources(settings),

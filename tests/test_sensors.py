@@ -135,3 +135,21 @@ def test_failed_canary_stops_the_rollout_with_a_reason(world, instance, tmp_path
     assert "rollout of version 2 stopped: canary 2026-09-14 failed" in message and "validity" in message
     assert not tick(defs, instance, stopped.cursor).run_requests
     assert set(versions_in_table(settings)[d] for d in days[:-1]) == {"1"}  # nothing else re-scored
+
+
+def test_schedule_requests_the_last_closed_day_pinned_to_the_champion(landing, registered_model, instance):
+    import datetime as dt
+
+    defs = build_definitions(landing)
+    schedule = defs.resolve_schedule_def("daily_pipeline_schedule")
+    assert schedule.cron_schedule == "30 1 * * *" and schedule.execution_timezone == "UTC"
+    context = dg.build_schedule_context(
+        instance=instance,
+        scheduled_execution_time=dt.datetime(2026, 10, 31, 1, 30, tzinfo=dt.UTC),
+        resources={"model_registry": defs.resources["model_registry"]},
+        repository_def=defs.get_repository_def(),
+    )
+    request = schedule.evaluate_tick(context).run_requests[0]
+    champion = registered_model.resolve("risk_model", "champion")
+    assert request.partition_key == "2026-10-30" and request.run_key == "scheduled:2026-10-30"
+    assert request.tags[MODEL_VERSION_TAG] == "1" and request.tags[MODEL_SHA_TAG] == champion.sha256

@@ -171,3 +171,25 @@ def test_partition_backfill_stores_check_results_per_partition(server):
                                checkName: "completeness", limit: 10) { partition status } }""",
     )
     assert sorted(e["partition"] for e in data["assetCheckExecutions"] if e["partition"]) == BACKFILL_DAYS
+
+
+@pytest.mark.slow
+def test_multi_run_backfill_queues_on_the_pool_without_lock_errors(server):
+    port, settings = server
+    days = ["2026-09-01", "2026-09-02", "2026-09-03"]
+    params = {"assetSelection": [{"path": ["features", "customer_daily"]}], "partitionNames": days}
+    launched = graphql(port, LAUNCH, {"params": params})["launchPartitionBackfill"]
+    assert launched["__typename"] == "LaunchBackfillSuccess", launched
+    deadline = time.time() + 300
+    while True:
+        status = graphql(port, STATUS, {"id": launched["backfillId"]})["partitionBackfillOrError"]["status"]
+        if status.startswith("COMPLETED") or status in ("FAILED", "CANCELED") or time.time() > deadline:
+            break
+        time.sleep(3)
+    assert status == "COMPLETED_SUCCESS", (settings.home / "dagster-dev.log").read_text()[-4000:]
+    with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+        runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/backfill": launched["backfillId"]}))
+        assert len(runs) == len(days) and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+        for run in runs:
+            for entry in instance.all_logs(run.run_id):
+                assert "Could not set lock on file" not in (entry.user_message or ""), entry.user_message
