@@ -28,3 +28,11 @@ def scored_versions(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict[str,
         if not result.has_more:
             return out
         cursor = result.cursor
+
+
+def partitions_by_version(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict[str, list[str]]:
+    """Scored partitions grouped by the model version of their latest materialization, each list sorted."""
+    by_version: dict[str, list[str]] = {}
+    for partition, version in sorted(scored_versions(instance, key).items()):
+        by_version.setdefault(version, []).append(partition)
+    return by_version

@@ -13,7 +13,7 @@ from typing import Any
 import dagster as dg
 
 from batch_assets.errors import permanent_errors
-from batch_assets.history import scored_versions
+from batch_assets.history import partitions_by_version
 from batch_assets.observability import Stopwatch, peak_rss_mb
 from batch_assets.scoring.contracts import CUSTOMER_DAILY_CONTRACT, FeatureContract
 from batch_assets.scoring.drift import DriftThresholds
@@ -112,9 +112,7 @@ def build_model_source(spec: ScoredDatasetSpec) -> dg.SourceAsset:
         reg = model_registry.get_registry()
         info = reg.resolve(spec.model_name, spec.model_alias)
         promotions = [e for e in reg.events(spec.model_name) if e.get("event") == "promote"]
-        by_version: dict[str, list[str]] = {}
-        for partition, version in sorted(scored_versions(context.instance, spec.asset_key).items()):
-            by_version.setdefault(version, []).append(partition)
+        by_version = partitions_by_version(context.instance, spec.asset_key)
         return dg.ObserveResult(
             data_version=dg.DataVersion(f"{info.version}@{info.sha256}"),
             metadata={

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import dagster as dg
 
-from batch_assets.history import scored_versions
+from batch_assets.history import partitions_by_version
 from batch_assets.predictions import RISK_SCORES, ScoredDatasetSpec
 from batch_assets.scoring.registry import ModelNotFound, ModelRegistry
 from batch_assets.scoring.rollout import RolloutState
@@ -39,9 +39,7 @@ def status(
         champion = registry.resolve(spec.model_name, spec.model_alias).version
     except ModelNotFound:
         champion = None
-    by_version: dict[str, list[str]] = {}
-    for partition, version in sorted(scored_versions(instance, spec.asset_key).items()):
-        by_version.setdefault(version, []).append(partition)
+    by_version = partitions_by_version(instance, spec.asset_key)
     say(f"{spec.model_name}@{spec.model_alias} -> version {champion or '(none)'}")
     if not by_version:
         say(f"no partitions of {spec.asset_key.to_user_string()} materialized yet")

@@ -13,7 +13,7 @@ from batch_assets.scoring.registry import ModelRegistry
 from tests.conftest import make_model, write_artifact
 
 CLI = str(Path(sys.executable).parent / "batch-assets")
-DAYS = 31
+DAYS = 10  # the full 60-day demo is `make demo`; ten days exercise every step of it
 
 
 def cli(home: Path, *args: str, expect: int = 0) -> subprocess.CompletedProcess:
@@ -71,11 +71,11 @@ def test_demo_from_scratch_then_again(tmp_path):
     assert counts(home) == first
 
     # one day of the whole chain again, from the shell, as a user pointing it at new files would
-    out = cli(home, "materialize", "2026-10-01").stdout
-    assert "daily_pipeline 2026-10-01: ok" in out
+    out = cli(home, "materialize", "2026-09-10").stdout
+    assert "daily_pipeline 2026-09-10: ok" in out
     assert counts(home) == first
-    missing = cli(home, "materialize", "2026-10-02", expect=2)
-    assert "no landing folder for 2026-10-02" in missing.stderr and "Traceback" not in missing.stderr
+    missing = cli(home, "materialize", "2026-09-11", expect=2)
+    assert "no landing folder for 2026-09-11" in missing.stderr and "Traceback" not in missing.stderr
 
     # a promotion from the shell, then what the rollout sensor would do, without launching anything
     status = cli(home, "rescore", "status").stdout
@@ -85,5 +85,5 @@ def test_demo_from_scratch_then_again(tmp_path):
     cli(home, "models", "promote", "risk_model", "2", "--alias", "champion")
     assert f"{DAYS} partitions behind the champion" in cli(home, "rescore", "status").stdout
     plan = cli(home, "rescore", "plan").stdout
-    assert "2:2026-10-01\tpartition 2026-10-01\tcanary\tmodel_version=2" in plan
+    assert "2:2026-09-10\tpartition 2026-09-10\tcanary\tmodel_version=2" in plan
     assert counts(home) == first  # plan launched nothing

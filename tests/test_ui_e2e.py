@@ -131,26 +131,40 @@ STATUS = """query Status($id: String!) {
 }"""
 
 
-@pytest.mark.slow
-def test_partition_backfill_stores_check_results_per_partition(server):
-    port, settings = server
-    params = {
-        "assetSelection": [
-            {"path": ["predictions", "risk_scores"]},
-            {"path": ["predictions", "risk_summary"]},
-        ],
-        "partitionNames": BACKFILL_DAYS,
-        "title": "test backfill",
-    }
+def launch(port: int, params: dict) -> str:
     launched = graphql(port, LAUNCH, {"params": params})["launchPartitionBackfill"]
     assert launched["__typename"] == "LaunchBackfillSuccess", launched
+    return launched["backfillId"]
+
+
+def wait(port: int, backfill_id: str, log: Path) -> None:
     deadline = time.time() + 300
     while True:
-        status = graphql(port, STATUS, {"id": launched["backfillId"]})["partitionBackfillOrError"]["status"]
+        status = graphql(port, STATUS, {"id": backfill_id})["partitionBackfillOrError"]["status"]
         if status.startswith("COMPLETED") or status in ("FAILED", "CANCELED") or time.time() > deadline:
             break
-        time.sleep(3)
-    assert status == "COMPLETED_SUCCESS", (settings.home / "dagster-dev.log").read_text()[-4000:]
+        time.sleep(2)
+    assert status == "COMPLETED_SUCCESS", log.read_text()[-4000:]
+
+
+MULTI_RUN_DAYS = ["2026-09-01", "2026-09-02", "2026-09-03"]
+
+
+@pytest.mark.slow
+def test_backfills_store_checks_per_partition_and_queue_on_the_pool(server):
+    port, settings = server
+    # a chunked backfill of the scores (one run, BackfillPolicy.multi_run(10)) and, at the same time, a
+    # multi-run backfill of the features (one run per partition) competing for the DuckDB pool
+    scores = [{"path": ["predictions", "risk_scores"]}, {"path": ["predictions", "risk_summary"]}]
+    chunked = launch(
+        port, {"assetSelection": scores, "partitionNames": BACKFILL_DAYS, "title": "test backfill"}
+    )
+    multi = launch(
+        port, {"assetSelection": [{"path": ["features", "customer_daily"]}], "partitionNames": MULTI_RUN_DAYS}
+    )
+    wait(port, chunked, settings.home / "dagster-dev.log")
+    wait(port, multi, settings.home / "dagster-dev.log")
+    launched = {"backfillId": chunked}
 
     with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
         storage = instance.event_log_storage
@@ -171,25 +185,9 @@ def test_partition_backfill_stores_check_results_per_partition(server):
                                checkName: "completeness", limit: 10) { partition status } }""",
     )
     assert sorted(e["partition"] for e in data["assetCheckExecutions"] if e["partition"]) == BACKFILL_DAYS
-
-
-@pytest.mark.slow
-def test_multi_run_backfill_queues_on_the_pool_without_lock_errors(server):
-    port, settings = server
-    days = ["2026-09-01", "2026-09-02", "2026-09-03"]
-    params = {"assetSelection": [{"path": ["features", "customer_daily"]}], "partitionNames": days}
-    launched = graphql(port, LAUNCH, {"params": params})["launchPartitionBackfill"]
-    assert launched["__typename"] == "LaunchBackfillSuccess", launched
-    deadline = time.time() + 300
-    while True:
-        status = graphql(port, STATUS, {"id": launched["backfillId"]})["partitionBackfillOrError"]["status"]
-        if status.startswith("COMPLETED") or status in ("FAILED", "CANCELED") or time.time() > deadline:
-            break
-        time.sleep(3)
-    assert status == "COMPLETED_SUCCESS", (settings.home / "dagster-dev.log").read_text()[-4000:]
     with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
-        runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/backfill": launched["backfillId"]}))
-        assert len(runs) == len(days) and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+        runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/backfill": multi}))
+        assert len(runs) == len(MULTI_RUN_DAYS) and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
         for run in runs:
             for entry in instance.all_logs(run.run_id):
                 assert "Could not set lock on file" not in (entry.user_message or ""), entry.user_message
