@@ -75,3 +75,10 @@ def test_errors_are_one_clear_line_and_exit_2(home, tmp_path):
 def test_where_prints_the_state_folder(home):
     out = cli("where", home=home).stdout
     assert str(home) in out and "warehouse.duckdb" in out
+
+
+def test_init_creates_the_state_folder_with_its_dagster_yaml(home):
+    out = cli("init", home=home).stdout
+    shipped = Path(__file__).resolve().parent.parent / "deployments" / "local" / "dagster.yaml"
+    assert (home / "dagster_home" / "dagster.yaml").read_text() == shipped.read_text()
+    assert all((home / d).is_dir() for d in ("registry", "landing", "dagster_home")) and str(home) in out
