@@ -71,10 +71,21 @@ def run_partitions(
     for key in partition_keys:
         result = execute_for_partition(job, instance, key)
         if not result.success:
-            failure = next((e for e in result.all_events if e.is_step_failure), None)
-            detail = failure.step_failure_data.error.message.strip() if failure else "see the run in the UI"
-            raise RunFailed(f"{job_name} failed for partition {key} (run {result.run_id}): {detail}")
+            raise RunFailed(
+                f"{job_name} failed for partition {key} (run {result.run_id}): {failure_detail(result)}"
+            )
         say(f"{job_name} {key}: ok (run {result.run_id[:8]})")
+
+
+def failure_detail(result: dg.ExecuteInProcessResult) -> str:
+    """The root cause of the first failed step, in one line of text."""
+    failure = next((e for e in result.all_events if e.is_step_failure), None)
+    if failure is None or failure.step_failure_data.error is None:
+        return "see the run in the UI"
+    error = failure.step_failure_data.error
+    while error.cause is not None:  # the step wrapper says only "Error occurred while executing op"
+        error = error.cause
+    return f"{failure.step_key}: {error.message.strip()}"
 
 
 class RunFailed(RuntimeError):
