@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
+import torch
 
 from batch_assets.errors import permanent_errors
 from batch_assets.history import partitions_by_version
@@ -22,7 +23,7 @@ from batch_assets.scoring.registry import ModelVersion
 from batch_assets.scoring.scorer import ScoreStats
 from batch_assets.scoring.warehouse import replace_predictions_partition, replace_summary_partition
 from partitions import daily_partitions
-from resources import ModelRegistryResource, WarehouseResource
+from resources import ComputeResource, ModelRegistryResource, WarehouseResource
 
 # Run tags that pin the model of a run; a run that carries them never re-resolves the alias.
 MODEL_VERSION_TAG = "batch-assets/model_version"
@@ -50,7 +51,7 @@ class ScoredDatasetSpec:
     feature_drift: DriftThresholds = field(default_factory=DriftThresholds)
     feature_drift_overrides: Mapping[str, DriftThresholds] = field(default_factory=dict)
     high_risk_threshold: float = 0.8
-    batch_rows: int = 65_536
+    batch_rows: int | None = None  # None: sized from the compute resource's batch memory budget
     backfill_chunk: int = 10
     description: str = ""
 
@@ -162,13 +163,18 @@ def build_scored_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
         ),
     )
     def _scored(
-        context: dg.AssetExecutionContext, warehouse: WarehouseResource, model_registry: ModelRegistryResource
+        context: dg.AssetExecutionContext,
+        warehouse: WarehouseResource,
+        model_registry: ModelRegistryResource,
+        compute: ComputeResource,
     ) -> dg.MaterializeResult:
         watch = Stopwatch()
+        device = compute.setup()
         days = [parse_partition_date(key) for key in context.partition_keys]
         with permanent_errors():
             info = resolve_model_version(context, model_registry, spec)
             loaded = model_registry.get_registry().load(spec.model_name, info.version)
+            module = loaded.module.to(device)
         load_s = watch.seconds
         context.log.info(
             "scoring %s %s..%s (%d partitions) with %s/%s (sha256 %s), model loaded once in %.3f s",
@@ -188,7 +194,7 @@ def build_scored_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
                 stats = replace_predictions_partition(
                     con,
                     day=day,
-                    module=loaded.module,
+                    module=module,
                     features_table=spec.features_table,
                     key=spec.key_column,
                     feature_columns=info.feature_names,
@@ -200,6 +206,8 @@ def build_scored_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
                     dead_letter_table=spec.dead_letter_table,
                     limits=spec.contract.limits() if spec.contract else None,
                     batch_rows=spec.batch_rows,
+                    batch_memory_mb=compute.batch_memory_mb,
+                    device=str(device),
                 )
                 done.append((day, stats, part_watch.seconds))
         seconds = watch.seconds
@@ -212,6 +220,8 @@ def build_scored_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
             "model_load_s": round(load_s, 3),
             "rows_per_s": round(rows_read / max(seconds - load_s, 1e-9), 1),
             "peak_rss_mb": round(peak_rss_mb(), 1),
+            "device": str(device),
+            "torch_threads": torch.get_num_threads(),
             "table": spec.output_table,
         }
         if len(done) == 1:

@@ -30,6 +30,9 @@ class Settings:
     schedule_timezone: str = "UTC"
     rollout_window: int | None = None
     rollout_max_per_tick: int = 10
+    device: str = "cpu"
+    torch_threads: int = 0
+    batch_memory_mb: int = 64
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:
@@ -46,6 +49,9 @@ class Settings:
             schedule_timezone=os.environ.get("BATCH_ASSETS_SCHEDULE_TZ", "UTC"),
             rollout_window=int(window) if window else None,
             rollout_max_per_tick=int(os.environ.get("BATCH_ASSETS_ROLLOUT_MAX_PER_TICK", "10")),
+            device=os.environ.get("BATCH_ASSETS_DEVICE", "cpu"),
+            torch_threads=int(os.environ.get("BATCH_ASSETS_TORCH_THREADS", "0")),
+            batch_memory_mb=int(os.environ.get("BATCH_ASSETS_BATCH_MEMORY_MB", "64")),
         )
 
     @property

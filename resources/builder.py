@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from batch_assets.settings import Settings
+from resources.compute import ComputeResource
 from resources.landing import LandingResource
 from resources.registry import ModelRegistryResource
 from resources.warehouse import WarehouseResource
@@ -16,4 +17,9 @@ def build_resources(settings: Settings) -> dict[str, Any]:
         "warehouse": WarehouseResource(database=str(settings.warehouse)),
         "model_registry": ModelRegistryResource(root=str(settings.registry)),
         "landing": LandingResource(root=str(settings.landing)),
+        "compute": ComputeResource(
+            device=settings.device,
+            torch_threads=settings.torch_threads,
+            batch_memory_mb=settings.batch_memory_mb,
+        ),
     }

@@ -18,7 +18,13 @@ import pyarrow.dataset as pads
 from torch import nn
 
 from batch_assets.scoring.names import check_identifier, quote_table
-from batch_assets.scoring.scorer import ScoreStats, check_columns, score_batches
+from batch_assets.scoring.scorer import (
+    DEFAULT_BATCH_MEMORY_MB,
+    ScoreStats,
+    batch_rows_for,
+    check_columns,
+    score_batches,
+)
 
 RAW_TABLE = "raw.transactions"
 FEATURES_TABLE = "features.customer_daily"
@@ -260,13 +266,17 @@ def replace_predictions_partition(
     scored_at: dt.datetime,
     dead_letter_table: str = DEAD_LETTERS_TABLE,
     limits: Mapping[str, tuple[float | None, float | None]] | None = None,
-    batch_rows: int = 65_536,
+    batch_rows: int | None = None,
+    batch_memory_mb: int = DEFAULT_BATCH_MEMORY_MB,
+    forward_rows: int | None = None,
+    device: str = "cpu",
 ) -> ScoreStats:
     """Score features ``day`` and replace that partition of ``output_table`` and its dead letters.
 
-    Features stream from a second cursor while the write transaction is open, so memory stays bounded by
-    ``batch_rows``. The commit happens only after every batch is written: readers see the old partition
-    or the new one, never a mix.
+    Features stream from a second cursor, in storage order (no sort: memory stays bounded by the batch size,
+    ``batch_rows`` or else sized from ``batch_memory_mb``), while the write transaction is open. Keys that
+    occur more than once are found first with one aggregate over the key column. The commit happens only
+    after every batch is written: readers see the old partition or the new one, never a mix.
     """
     check_identifier(key)
     for col in feature_columns:
@@ -278,8 +288,16 @@ def replace_predictions_partition(
     select = (
         f'SELECT "{key}", '
         + ", ".join(f'"{c}"' for c in feature_columns)
-        + f' FROM {src} WHERE partition_date = $day ORDER BY "{key}" NULLS FIRST'
+        + f" FROM {src} WHERE partition_date = $day"
     )
+    duplicates = [
+        r[0]
+        for r in con.execute(
+            f'SELECT "{key}" FROM {src} WHERE partition_date = $day AND "{key}" IS NOT NULL '
+            f'GROUP BY "{key}" HAVING count(*) > 1',
+            {"day": day},
+        ).fetchall()
+    ]
     stats = ScoreStats()
     reader_con = con.cursor()
     common = {
@@ -289,13 +307,23 @@ def replace_predictions_partition(
         "run_id": run_id,
         "at": scored_at,
     }
+    rows_per_batch = batch_rows or batch_rows_for(len(feature_columns), batch_memory_mb)
+    reader = None
     try:
-        reader = reader_con.sql(select, params={"day": day}).to_arrow_reader(batch_rows)
+        reader = reader_con.sql(select, params={"day": day}).to_arrow_reader(rows_per_batch)
         with transaction(con):
             con.execute(f"DELETE FROM {out} WHERE partition_date = $day", {"day": day})
             con.execute(f"DELETE FROM {dead} WHERE partition_date = $day", {"day": day})
             for part in score_batches(
-                module, reader, key=key, features=feature_columns, stats=stats, limits=limits
+                module,
+                reader,
+                key=key,
+                features=feature_columns,
+                stats=stats,
+                limits=limits,
+                duplicate_keys=duplicates,
+                forward_rows=forward_rows,
+                device=device,
             ):
                 con.register("_scored", part.scored)
                 con.execute(
@@ -313,6 +341,8 @@ def replace_predictions_partition(
                     )
                     con.unregister("_dead")
     finally:
+        if reader is not None:
+            reader.close()
         reader_con.close()
     return stats
 
