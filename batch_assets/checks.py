@@ -11,6 +11,7 @@ from typing import Any
 
 import dagster as dg
 
+from batch_assets.errors import RETRY_POLICY
 from batch_assets.history import latest_materialization
 from batch_assets.predictions import MODEL_VERSION_TAG, ScoredDatasetSpec
 from batch_assets.scoring import partition_checks as pc
@@ -126,6 +127,7 @@ def build_checks(spec: ScoredDatasetSpec) -> list[dg.AssetChecksDefinition]:
     preds = spec.asset_key
 
     @dg.asset_check(
+        retry_policy=RETRY_POLICY,
         asset=preds,
         name="completeness",
         pool=POOL,
@@ -153,6 +155,7 @@ def build_checks(spec: ScoredDatasetSpec) -> list[dg.AssetChecksDefinition]:
         return judge_each_partition(context, judge)
 
     @dg.asset_check(
+        retry_policy=RETRY_POLICY,
         asset=preds,
         name="dead_letters",
         pool=POOL,
@@ -179,6 +182,7 @@ def build_checks(spec: ScoredDatasetSpec) -> list[dg.AssetChecksDefinition]:
         return judge_each_partition(context, judge)
 
     @dg.asset_check(
+        retry_policy=RETRY_POLICY,
         asset=preds,
         name="validity",
         pool=POOL,
@@ -213,6 +217,7 @@ def build_checks(spec: ScoredDatasetSpec) -> list[dg.AssetChecksDefinition]:
         return judge_each_partition(context, judge)
 
     @dg.asset_check(
+        retry_policy=RETRY_POLICY,
         asset=preds,
         name="provenance",
         pool=POOL,
@@ -254,6 +259,7 @@ def build_checks(spec: ScoredDatasetSpec) -> list[dg.AssetChecksDefinition]:
         return judge_each_partition(context, judge)
 
     @dg.asset_check(
+        retry_policy=RETRY_POLICY,
         asset=preds,
         name="score_drift",
         pool=POOL,
@@ -291,6 +297,7 @@ def build_checks(spec: ScoredDatasetSpec) -> list[dg.AssetChecksDefinition]:
     checks = [completeness, dead_letters, validity, provenance, score_drift]
 
     @dg.asset_check(
+        retry_policy=RETRY_POLICY,
         asset=spec.features_asset,
         name="feature_drift",
         pool=POOL,
@@ -332,6 +339,7 @@ def build_checks(spec: ScoredDatasetSpec) -> list[dg.AssetChecksDefinition]:
         feature_contract = spec.contract
 
         @dg.asset_check(
+            retry_policy=RETRY_POLICY,
             asset=spec.features_asset,
             name="contract",
             pool=POOL,

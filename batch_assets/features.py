@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from batch_assets.errors import RETRY_POLICY
 from batch_assets.observability import Stopwatch
 from batch_assets.raw import raw_transactions
 from batch_assets.scoring.names import parse_partition_date
@@ -19,6 +20,7 @@ def window_start(partition_key: str) -> str:
 
 
 @dg.asset(
+    retry_policy=RETRY_POLICY,
     key=["features", "customer_daily"],
     group_name="features",
     partitions_def=daily_partitions,

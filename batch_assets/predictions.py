@@ -13,7 +13,7 @@ from typing import Any
 import dagster as dg
 import torch
 
-from batch_assets.errors import permanent_errors
+from batch_assets.errors import RETRY_POLICY, permanent_errors
 from batch_assets.history import partitions_by_version
 from batch_assets.observability import Stopwatch, peak_rss_mb
 from batch_assets.scoring.contracts import CUSTOMER_DAILY_CONTRACT, FeatureContract
@@ -91,7 +91,8 @@ def resolve_model_version(
     if pinned_sha and pinned_sha != info.sha256:
         raise dg.Failure(
             f"run pins {spec.model_name}/{info.version} with sha256 {pinned_sha}, but the registry manifest "
-            f"says {info.sha256}: refusing to score"
+            f"says {info.sha256}: refusing to score",
+            allow_retries=False,
         )
     return info
 
@@ -146,6 +147,7 @@ def build_scored_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
     """The partitioned predictions asset of ``spec``: score one features partition, replace it atomically."""
 
     @dg.asset(
+        retry_policy=RETRY_POLICY,
         key=spec.asset_key,
         group_name=spec.group_name,
         partitions_def=spec.partitions_def,
@@ -263,6 +265,7 @@ def build_summary_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
     high_risk_threshold = spec.high_risk_threshold
 
     @dg.asset(
+        retry_policy=RETRY_POLICY,
         key=spec.summary_asset_key,
         group_name=spec.group_name,
         partitions_def=spec.partitions_def,

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from batch_assets.errors import permanent_errors
+from batch_assets.errors import RETRY_POLICY, permanent_errors
 from batch_assets.observability import Stopwatch
 from batch_assets.scoring.names import parse_partition_date
 from batch_assets.scoring.warehouse import read_landing_day, replace_raw_partition
@@ -11,6 +11,7 @@ from resources import LandingResource, WarehouseResource
 
 
 @dg.asset(
+    retry_policy=RETRY_POLICY,
     key=["raw", "transactions"],
     group_name="raw",
     partitions_def=daily_partitions,
