@@ -151,3 +151,58 @@ def test_column_breaks_fail_naming_the_column_or_are_ignored(con, kind, victim, 
     else:  # extra, reordered and very wide inputs: the model's columns are selected by name
         stats = score(con)
         assert stats.rows_scored == n and stats.dead_letters == 0
+
+
+DTYPES = {
+    "int8": pa.int8(),
+    "int32": pa.int32(),
+    "int64": pa.int64(),
+    "uint64": pa.uint64(),
+    "float32": pa.float32(),
+    "float64": pa.float64(),
+    "decimal": pa.decimal128(24, 4),
+    "bool": pa.bool_(),
+    "string": pa.string(),
+    "timestamp": pa.timestamp("us"),
+    "date": pa.date32(),
+    "null": pa.null(),
+}
+NUMERIC = {"int8", "int32", "int64", "uint64", "float32", "float64", "decimal"}  # DuckDB has no float16
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    dtype=st.sampled_from(sorted(DTYPES)),
+    victim=st.sampled_from(FEATURES),
+    values_=st.lists(st.one_of(st.none(), st.integers(0, 100)), max_size=25),
+)
+def test_any_column_dtype_is_scored_or_refused_naming_the_column(con, dtype, victim, values_):
+    n = len(values_)
+    cols = {"entity_id": pa.array(np.arange(n), pa.int64())}
+    for c in FEATURES:
+        cols[c] = pa.array(np.linspace(0, 1, n))
+    if dtype == "null":
+        cols[victim] = pa.nulls(n)
+    elif dtype == "string":
+        cols[victim] = pa.array([None if v is None else str(v) for v in values_], pa.string())
+    elif dtype == "bool":
+        cols[victim] = pa.array([None if v is None else bool(v % 2) for v in values_], pa.bool_())
+    elif dtype == "date":
+        cols[victim] = pa.array(values_, pa.int32()).cast(pa.date32())
+    else:
+        cols[victim] = pa.array(values_, pa.int64()).cast(DTYPES[dtype])
+    load(con, pa.table(cols))
+    stored = con.execute(
+        "SELECT data_type FROM duckdb_columns() WHERE schema_name = 'f' AND table_name = 'input' "
+        "AND column_name = $c",
+        {"c": victim},
+    ).fetchall()[0][0]
+    if dtype in NUMERIC:
+        stats = score(con)
+        # nulls in a numeric feature are dead-lettered as non-finite; every other row is scored
+        nulls = sum(v is None for v in values_)
+        assert stats.rows_read == n and stats.dead_letters == nulls and stats.rows_scored == n - nulls
+    else:
+        with pytest.raises(SchemaError, match=f"'{victim}'"):
+            score(con)
+    assert stored  # the warehouse kept the column's type as given (DuckDB does not coerce it)

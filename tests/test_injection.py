@@ -1,0 +1,172 @@
+"""Hostile strings through every way a name reaches a path or SQL: the CLI, the registry API, run tags,
+partition keys and dataset specs. Each is refused with a clear message before it touches either, and
+afterwards the registry, the warehouse and the folder around them are exactly as before."""
+
+import os
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+
+from batch_assets import cli
+from batch_assets.predictions import MODEL_VERSION_TAG, ScoredDatasetSpec, risk_scores
+from batch_assets.scoring.names import InvalidName
+from batch_assets.scoring.registry import ModelRegistry
+from resources import build_resources
+from tests.conftest import write_artifact
+
+HOSTILE = [
+    "../pwned",
+    "../../pwned",
+    "/tmp/pwned",
+    "x; DROP TABLE predictions.risk_scores; --",
+    "x' OR '1'='1",
+    'x" OR "1"="1',
+    "x\nDROP",
+    "x\x00y",
+    "..",
+    "a/b",
+    "$(touch pwned)",
+    "`touch pwned`",
+    "risk_model%2F..%2Fpwned",
+    "ｒｉｓｋ",  # fullwidth letters: not in the ASCII pattern
+    "a" * 300,
+    "",
+]
+
+
+def snapshot(root: Path) -> list[str]:
+    """Every path under ``root`` with its size, to compare before and after."""
+    return sorted(
+        f"{p.relative_to(root)}:{p.stat().st_size if p.is_file() else '-'}" for p in root.rglob("*")
+    )
+
+
+def tables(settings) -> list[tuple]:
+    with duckdb.connect(str(settings.warehouse), read_only=True) as con:
+        return con.execute(
+            "SELECT schema_name, table_name, estimated_size FROM duckdb_tables() ORDER BY ALL"
+        ).fetchall()
+
+
+@pytest.fixture
+def world(settings, tmp_path):
+    registry = ModelRegistry(settings.registry)
+    artifact = write_artifact(tmp_path / "artifact" / "model.safetensors")
+    registry.promote("risk_model", registry.register("risk_model", artifact).version, "champion")
+    with duckdb.connect(str(settings.warehouse)) as con:
+        con.execute("CREATE SCHEMA IF NOT EXISTS predictions")
+        con.execute("CREATE TABLE predictions.risk_scores AS SELECT 1 AS entity_id")
+    return settings, registry, artifact
+
+
+def unchanged(settings, tmp_path, before) -> None:
+    assert snapshot(tmp_path) == before
+    assert not any(p.name == "pwned" for p in Path("/tmp").iterdir())
+
+
+@pytest.mark.parametrize("hostile", HOSTILE)
+def test_registry_api_refuses_hostile_names_versions_and_aliases(world, tmp_path, hostile):
+    settings, registry, artifact = world
+    before = snapshot(tmp_path)
+    calls = [
+        lambda: registry.register(hostile, artifact),
+        lambda: registry.register("risk_model", artifact, version=hostile),
+        lambda: registry.promote("risk_model", hostile),
+        lambda: registry.promote("risk_model", "1", hostile),
+        lambda: registry.promote(hostile, "1"),
+        lambda: registry.resolve("risk_model", hostile),
+        lambda: registry.resolve(hostile, "champion"),
+        lambda: registry.get("risk_model", hostile),
+        lambda: registry.load("risk_model", hostile),
+        lambda: registry.versions(hostile),
+        lambda: registry.events(hostile),
+    ]
+    for call in calls:
+        with pytest.raises(InvalidName):
+            call()
+    unchanged(settings, tmp_path, before)
+
+
+@pytest.mark.parametrize("hostile", HOSTILE[:6])
+def test_cli_refuses_hostile_input_in_one_line(world, tmp_path, hostile, capsys, monkeypatch):
+    settings, _, artifact = world
+    monkeypatch.setenv("BATCH_ASSETS_HOME", str(settings.home))
+    before = snapshot(tmp_path)
+    commands = [
+        ["models", "register", hostile, str(artifact)],
+        ["models", "register", "risk_model", str(artifact), "--version", hostile],
+        ["models", "promote", "risk_model", hostile],
+        ["models", "promote", "risk_model", "1", "--alias", hostile],
+        ["models", "show", f"risk_model@{hostile}"],
+        ["materialize", hostile],
+    ]
+    for argv in commands:
+        assert cli.main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err, (argv, err)
+    unchanged(settings, tmp_path, before)
+
+
+@pytest.mark.parametrize("hostile", ["../../1", "1; DROP TABLE predictions.risk_scores", "1' --", "1\n2"])
+def test_a_hostile_pinned_version_tag_fails_the_run_before_any_read(world, tmp_path, instance, hostile):
+    settings, _, _ = world
+    before_tables = tables(settings)
+    result = dg.materialize(
+        [risk_scores],
+        partition_key="2026-09-01",
+        instance=instance,
+        resources=build_resources(settings),
+        tags={MODEL_VERSION_TAG: hostile},
+        raise_on_error=False,
+        selection=dg.AssetSelection.assets(risk_scores.key).without_checks(),
+    )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure).step_failure_data.error
+    assert "invalid model version" in failure.message
+    assert not any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in result.all_events)  # permanent
+    assert tables(settings) == before_tables
+
+
+@pytest.mark.parametrize("hostile", ["2026-09-01'; DROP TABLE x; --", "../2026-09-01", "2026-09-01\n", "*"])
+def test_hostile_partition_keys_never_start_a_run(world, instance, hostile):
+    settings, _, _ = world
+    with pytest.raises(Exception, match="(?i)partition"):
+        dg.materialize(
+            [risk_scores],
+            partition_key=hostile,
+            instance=instance,
+            resources=build_resources(settings),
+            selection=dg.AssetSelection.assets(risk_scores.key).without_checks(),
+        )
+    assert instance.get_runs_count() == 0 or all(
+        r.status != dg.DagsterRunStatus.SUCCESS for r in instance.get_runs()
+    )
+
+
+@pytest.mark.parametrize(
+    "field", ["name", "features_table", "model_name", "output_table", "key_column", "model_alias"]
+)
+@pytest.mark.parametrize("hostile", ["x; DROP TABLE t", 'p."x"', "../x", "a b"])
+def test_spec_fields_refuse_hostile_values_naming_the_field(field, hostile):
+    values = {
+        "name": "scores",
+        "features_asset": dg.AssetKey(["features", "f"]),
+        "features_table": "features.f",
+        "model_name": "m",
+        "output_table": "predictions.p",
+    }
+    if field == "model_alias":
+        values["model_alias"] = hostile
+    else:
+        values[field] = hostile
+    with pytest.raises((InvalidName, ValueError)):
+        ScoredDatasetSpec(**values)
+
+
+def test_no_environment_leaks_into_names(monkeypatch):
+    # names come from arguments and specs only; an environment variable is never interpolated
+    monkeypatch.setenv("EVIL", "../pwned")
+    with pytest.raises(InvalidName):
+        ModelRegistry(os.devnull).get("risk_model", "$EVIL")
