@@ -1,0 +1,188 @@
+"""A 30-partition backfill under `dagster dev` with the multiprocess executor: cancelled midway, re-executed
+from failure, it ends with every partition scored exactly once, finished partitions untouched, and no run
+ever hitting DuckDB's file lock (its runs write different partitions at the same time, queued on the pool)."""
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+
+from batch_assets.scoring.demo_data import DemoConfig, write_landing
+from batch_assets.scoring.registry import ModelRegistry
+from batch_assets.scoring.warehouse import (
+    ensure_schema,
+    read_landing_day,
+    replace_features_partition,
+    replace_raw_partition,
+)
+from batch_assets.settings import Settings
+from tests.conftest import write_artifact
+from tests.test_ui_e2e import REPO, free_port, graphql, launch
+
+SCORES = dg.AssetKey(["predictions", "risk_scores"])
+DAYS = [(dt.date(2026, 9, 1) + dt.timedelta(days=i)).isoformat() for i in range(30)]
+STATUS = """query Status($id: String!) {
+  partitionBackfillOrError(backfillId: $id) { ... on PartitionBackfill { status } }
+}"""
+CANCEL = """mutation Cancel($id: String!) {
+  cancelPartitionBackfill(backfillId: $id) { __typename ... on PythonError { message } }
+}"""
+TERMINATE = """mutation Terminate($ids: [String!]!) {
+  terminateRuns(runIds: $ids) { __typename }
+}"""
+REEXECUTE = """mutation Retry($id: String!) {
+  reexecutePartitionBackfill(reexecutionParams: {parentRunId: $id, strategy: FROM_FAILURE}) {
+    __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message }
+  }
+}"""
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """30 days of features written straight into the warehouse, a champion, and `dagster dev` running
+    every step of every run in its own process (BATCH_ASSETS_EXECUTOR=multiprocess)."""
+    settings = Settings(home=tmp_path_factory.mktemp("backfill") / "home").ensure()
+    cfg = DemoConfig(customers=120, days=30)
+    write_landing(cfg, settings.landing)
+    with duckdb.connect(str(settings.warehouse)) as con:
+        ensure_schema(con)
+        for day in cfg.dates:
+            replace_raw_partition(con, day, read_landing_day(settings.landing, day))
+            replace_features_partition(con, day, max(cfg.dates[0], day - dt.timedelta(days=29)))
+    registry = ModelRegistry(settings.registry)
+    artifact = write_artifact(settings.home.parent / "m.safetensors")
+    registry.promote("risk_model", registry.register("risk_model", artifact).version)
+    (settings.dagster_home / "dagster.yaml").write_text((REPO / "deployments/local/dagster.yaml").read_text())
+    port = free_port()
+    env = {
+        **os.environ,
+        "BATCH_ASSETS_HOME": str(settings.home),
+        "DAGSTER_HOME": str(settings.dagster_home),
+        "BATCH_ASSETS_EXECUTOR": "multiprocess",
+    }
+    log = open(settings.home / "dagster-dev.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "dagster"), "dev", "-h", "127.0.0.1", "-p", str(port)]
+        + ["-w", "workspace.yaml"],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2)
+                if graphql(port, "{ assetNodes { id } }")["assetNodes"]:
+                    break
+            except OSError:
+                assert proc.poll() is None, (settings.home / "dagster-dev.log").read_text()[-3000:]
+            assert time.time() < deadline, "dagster dev did not load the project within 120 s"
+            time.sleep(1)
+        yield port, settings
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+def status(port: int, backfill_id: str) -> str:
+    return graphql(port, STATUS, {"id": backfill_id})["partitionBackfillOrError"]["status"]
+
+
+def wait_for(port: int, backfill_id: str, log: Path, done: tuple[str, ...], timeout: float = 300) -> str:
+    deadline = time.time() + timeout
+    while (s := status(port, backfill_id)) not in done:
+        assert time.time() < deadline, f"backfill {backfill_id} still {s}:\n" + log.read_text()[-4000:]
+        time.sleep(1)
+    return s
+
+
+def materializations(instance: dg.DagsterInstance) -> dict[str, int]:
+    records = instance.fetch_materializations(SCORES, limit=1000).records
+    counts: dict[str, int] = {}
+    for r in records:
+        counts[r.partition_key] = counts.get(r.partition_key, 0) + 1
+    return counts
+
+
+@pytest.mark.slow
+def test_cancelled_backfill_resumes_without_redoing_or_duplicating(server):
+    port, settings = server
+    log = settings.home / "dagster-dev.log"
+    first = launch(
+        port, {"assetSelection": [{"path": SCORES.path}], "partitionNames": DAYS, "title": "30 days"}
+    )
+
+    # The 3 runs (10 partitions each, BackfillPolicy.multi_run(10)) run at once, every step in its own
+    # process, queued on the DuckDB pool. As soon as the first chunk is scored, cancel the backfill and
+    # terminate its runs in flight, as the UI's Cancel and Terminate buttons do (the daemon alone would act
+    # only on its next iteration, up to 30 s later).
+    with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+        deadline = time.time() + 240
+        while not materializations(instance):
+            assert time.time() < deadline, log.read_text()[-4000:]
+            time.sleep(0.25)
+        cancel = graphql(port, CANCEL, {"id": first})["cancelPartitionBackfill"]
+        assert cancel["__typename"] == "CancelBackfillSuccess", cancel
+        in_flight = instance.get_runs(
+            filters=dg.RunsFilter(
+                tags={"dagster/backfill": first},
+                statuses=[dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED],
+            )
+        )
+        if in_flight:
+            graphql(port, TERMINATE, {"ids": [r.run_id for r in in_flight]})
+    assert (
+        wait_for(port, first, log, ("CANCELED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED"))
+        == "CANCELED"
+    )
+
+    with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+        before = materializations(instance)
+    assert before and set(before) < set(DAYS), f"cancel came too late to leave work: {sorted(before)}"
+    assert all(n == 1 for n in before.values())
+
+    again = graphql(port, REEXECUTE, {"id": first})["reexecutePartitionBackfill"]
+    assert again["__typename"] == "LaunchBackfillSuccess", again
+    assert wait_for(port, again["backfillId"], log, ("COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED")) == (
+        "COMPLETED_SUCCESS"
+    )
+
+    with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+        after = materializations(instance)
+        assert set(after) == set(DAYS)
+        # partitions finished before the cancel were not scored again; every other one exactly once
+        assert {d: after[d] for d in before} == before
+        assert all(n == 1 for n in after.values()), after
+        runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/backfill": again["backfillId"]}))
+        assert runs and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+        every_run = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/backfill": first})) + runs
+        for run in every_run:
+            assert run.status in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.CANCELED), run.status
+            for entry in instance.all_logs(run.run_id):
+                message = entry.user_message or ""
+                assert "Could not set lock" not in message and "Conflicting lock" not in message, message
+
+    with duckdb.connect(str(settings.warehouse), read_only=True) as con:
+        features, scores, distinct = con.execute(
+            """SELECT (SELECT count(*) FROM features.customer_daily),
+                      (SELECT count(*) FROM predictions.risk_scores),
+                      (SELECT count(DISTINCT (entity_id, partition_date)) FROM predictions.risk_scores)"""
+        ).fetchall()[0]
+        dead = con.execute("SELECT count(*) FROM predictions.dead_letters").fetchall()[0][0]
+    assert scores == distinct and scores + dead == features
