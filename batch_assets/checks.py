@@ -14,7 +14,6 @@ import dagster as dg
 from batch_assets.history import latest_materialization
 from batch_assets.predictions import MODEL_VERSION_TAG, ScoredDatasetSpec
 from batch_assets.scoring import partition_checks as pc
-from batch_assets.scoring.names import parse_partition_date
 from batch_assets.scoring.registry import ModelNotFound
 from partitions import FEATURE_WINDOW_DAYS
 from resources import ModelRegistryResource, WarehouseResource
@@ -142,7 +141,7 @@ def build_checks(spec: ScoredDatasetSpec) -> list[dg.AssetChecksDefinition]:
                 return to_result(
                     pc.completeness(
                         con,
-                        day=parse_partition_date(key),
+                        day=spec.partition_value(key),
                         features_table=spec.features_table,
                         output_table=spec.output_table,
                         dead_letter_table=spec.dead_letter_table,
@@ -169,7 +168,7 @@ def build_checks(spec: ScoredDatasetSpec) -> list[dg.AssetChecksDefinition]:
                 return to_result(
                     pc.dead_letter_rate(
                         con,
-                        day=parse_partition_date(key),
+                        day=spec.partition_value(key),
                         features_table=spec.features_table,
                         dead_letter_table=spec.dead_letter_table,
                         max_fraction=spec.max_dead_letter_fraction,
@@ -202,7 +201,7 @@ def build_checks(spec: ScoredDatasetSpec) -> list[dg.AssetChecksDefinition]:
                 return to_result(
                     pc.validity(
                         con,
-                        day=parse_partition_date(key),
+                        day=spec.partition_value(key),
                         output_table=spec.output_table,
                         key=spec.key_column,
                         low=low,
@@ -240,7 +239,7 @@ def build_checks(spec: ScoredDatasetSpec) -> list[dg.AssetChecksDefinition]:
                 return to_result(
                     pc.provenance(
                         con,
-                        day=parse_partition_date(key),
+                        day=spec.partition_value(key),
                         output_table=spec.output_table,
                         key=spec.key_column,
                         model_name=spec.model_name,
@@ -279,7 +278,7 @@ def build_checks(spec: ScoredDatasetSpec) -> list[dg.AssetChecksDefinition]:
                 return to_result(
                     pc.score_drift(
                         con,
-                        day=parse_partition_date(key),
+                        day=spec.partition_value(key),
                         output_table=spec.output_table,
                         reference=manifest.get("reference", {}).get("score"),
                         thresholds=spec.score_drift,
@@ -315,7 +314,7 @@ def build_checks(spec: ScoredDatasetSpec) -> list[dg.AssetChecksDefinition]:
             with warehouse.connect() as con:
                 outcome = pc.feature_drift(
                     con,
-                    day=parse_partition_date(key),
+                    day=spec.partition_value(key),
                     features_table=spec.features_table,
                     references=refs,
                     thresholds=spec.feature_drift,
@@ -349,7 +348,7 @@ def build_checks(spec: ScoredDatasetSpec) -> list[dg.AssetChecksDefinition]:
                     return to_result(
                         pc.contract(
                             con,
-                            day=parse_partition_date(key),
+                            day=spec.partition_value(key),
                             features_table=spec.features_table,
                             feature_contract=feature_contract,
                         )

@@ -14,6 +14,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 HOME_ENV = "BATCH_ASSETS_HOME"
 EXECUTOR_ENV = "BATCH_ASSETS_EXECUTOR"
 EXECUTORS = ("in_process", "multiprocess")
+SPECS_ENV = "BATCH_ASSETS_SPECS"
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,8 @@ class Settings:
     schedule_timezone: str = "UTC"
     rollout_window: int | None = None
     rollout_max_per_tick: int = 10
+    # Scored-dataset spec files, or folders of them, loaded next to the demo (BATCH_ASSETS_SPECS).
+    spec_locations: tuple[Path, ...] = ()
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:
@@ -46,6 +49,9 @@ class Settings:
             schedule_timezone=os.environ.get("BATCH_ASSETS_SCHEDULE_TZ", "UTC"),
             rollout_window=int(window) if window else None,
             rollout_max_per_tick=int(os.environ.get("BATCH_ASSETS_ROLLOUT_MAX_PER_TICK", "10")),
+            spec_locations=tuple(
+                Path(p).expanduser().resolve() for p in os.environ.get(SPECS_ENV, "").split(os.pathsep) if p
+            ),
         )
 
     @property
