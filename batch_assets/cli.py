@@ -86,6 +86,8 @@ def _user_artifact(args: argparse.Namespace, weights: Path, out: Path) -> Path:
     fmt = byo.detect_format(weights)
     if fmt in byo.REFUSED:
         raise byo.ModelImportError(f"{weights} {byo.REFUSED[fmt]}")
+    if fmt == "unknown":
+        raise byo.ModelImportError(f"{weights}: {byo.UNKNOWN}")
     if not args.architecture or not args.reference:
         raise byo.ModelImportError(
             f"{weights} is a {fmt.replace('_', ' ')} file, not a batch-assets artifact: pass --architecture "

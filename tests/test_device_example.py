@@ -21,9 +21,14 @@ ARCH = "batch_assets.scoring.device_example:FailureNet"
 HOURS = ["2026-11-01-00:00", "2026-11-01-01:00", "2026-11-01-02:00"]
 
 
+def telemetry_root(settings) -> Path:
+    """Where the example spec's `files` template points: {landing}/device_telemetry."""
+    return settings.landing / device_example.DATASET
+
+
 def register(settings, tmp_path, seed: int) -> str:
     """Train on the first hour, save a weights_only state dict, register it as a user model, promote it."""
-    hours = device_example.write_telemetry(settings.landing, hours=len(HOURS), devices=300)
+    hours = device_example.write_telemetry(telemetry_root(settings), hours=len(HOURS), devices=300)
     model = device_example.train_failure_model(hours[:1], devices=300, seed=seed, epochs=10)
     weights = tmp_path / f"failure-{seed}.pt"
     torch.save(model.state_dict(), weights)
@@ -32,7 +37,7 @@ def register(settings, tmp_path, seed: int) -> str:
         tmp_path / f"failure-{seed}.safetensors",
         architecture=ARCH,
         init_kwargs={},
-        reference=device_example.hour_folder(settings.landing, hours[0]),
+        reference=device_example.hour_folder(telemetry_root(settings), hours[0]),
         features=list(device_example.FEATURES),
         output_range=(0.0, 1.0),
     )
@@ -111,7 +116,7 @@ def test_missing_feature_column_fails_the_partition_naming_it(settings, instance
     defs = dg.Definitions(
         **build_dataset(dataset, window=None, max_per_tick=10), resources=build_resources(settings)
     )
-    folder = device_example.hour_folder(settings.landing, device_example.START)
+    folder = device_example.hour_folder(telemetry_root(settings), device_example.START)
     folder.mkdir(parents=True)
     table, _ = device_example.telemetry(device_example.START, 20)
     pq.write_table(table.drop_columns(["rpm"]), folder / "part-0.parquet")

@@ -55,13 +55,19 @@ REFUSED = {
 }
 
 
+UNKNOWN = (
+    "not a safetensors model artifact, nor a state dict (torch.save), .safetensors, TorchScript or "
+    "torch.export file"
+)
+
+
 class ModelImportError(ArtifactError):
     """A user model that cannot be registered; the message names the feature, tensor or file at fault."""
 
 
 def detect_format(path: Path) -> str:
-    """``artifact`` (a batch-assets artifact), ``safetensors``, ``torchscript``, ``exported_program`` or
-    ``state_dict`` (anything else: it must then load with ``torch.load(weights_only=True)``)."""
+    """``artifact`` (a batch-assets artifact), ``safetensors``, ``torchscript``, ``exported_program``,
+    ``state_dict`` (a ``torch.save`` file: it must load with ``torch.load(weights_only=True)``) or ``unknown``."""
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
@@ -76,7 +82,8 @@ def detect_format(path: Path) -> str:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
     except (SafetensorError, OSError, ValueError):
-        return "state_dict"
+        with open(path, "rb") as f:
+            return "state_dict" if f.read(1) == b"\x80" else "unknown"  # a pickle's PROTO opcode
     return "artifact" if metadata.get("format") == ARTIFACT_FORMAT else "safetensors"
 
 
@@ -85,6 +92,8 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
     fmt = detect_format(path)
     if fmt in REFUSED:
         raise ModelImportError(f"{path} {REFUSED[fmt]}")
+    if fmt == "unknown":
+        raise ModelImportError(f"{path}: {UNKNOWN}")
     if fmt in ("safetensors", "artifact"):
         return load_file(str(path), device="cpu")
     try:

@@ -37,7 +37,7 @@ class FailureNet(nn.Module):
 
 
 def hour_folder(root: Path, hour: dt.datetime) -> Path:
-    return root / DATASET / f"date={hour:%Y-%m-%d}" / f"hour={hour:%H}"
+    return root / f"date={hour:%Y-%m-%d}" / f"hour={hour:%H}"
 
 
 def telemetry(
@@ -62,6 +62,7 @@ def telemetry(
             "rpm": rpm,
             "hours_since_service": since_service,
             "site": pa.array([f"site-{i % 4}" for i in range(n)]),  # not a feature: ignored by the spec
+            "failed_next_hour": pa.array(failed),  # the label, for training
         }
     )
     return table, failed
@@ -70,7 +71,7 @@ def telemetry(
 def write_telemetry(
     root: Path, hours: int, devices: int = 300, seed: int = 11, start: dt.datetime = START
 ) -> list[dt.datetime]:
-    """Write ``hours`` hourly folders of telemetry under ``root``; returns the hours written."""
+    """Write ``hours`` hourly folders of telemetry under ``root`` (see :func:`hour_folder`); returns the hours."""
     written = []
     for i in range(hours):
         hour = start + dt.timedelta(hours=i)
@@ -102,3 +103,25 @@ def train_failure_model(
         loss(model.body((xt - model.mean) / model.scale).squeeze(-1), yt).backward()
         opt.step()
     return model.eval()
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Write sample hourly device telemetry as Parquet folders.")
+    parser.add_argument(
+        "root", type=Path, help="folder to write date=YYYY-MM-DD/hour=HH/part-0.parquet under"
+    )
+    parser.add_argument("--hours", type=int, default=6)
+    parser.add_argument("--devices", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=11)
+    args = parser.parse_args(argv)
+    hours = write_telemetry(args.root, args.hours, args.devices, args.seed)
+    print(
+        f"wrote {len(hours)} hours x {args.devices} devices under {args.root} ({hours[0]:%Y-%m-%d %H:00}..)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
