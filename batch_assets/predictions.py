@@ -1,7 +1,9 @@
 """Stage 3, predictions: a factory that builds a scored-predictions asset (and its model source) from a spec.
 
-The demo's ``predictions/risk_scores`` and ``predictions/risk_summary`` are one instance of it. A user scores
-their own dataset by writing a :class:`ScoredDatasetSpec`, not by copying code.
+The demo's ``predictions/risk_scores`` and ``predictions/risk_summary`` are one instance of it, read from
+``specs/risk_scores.yaml``. A user scores their own dataset by writing such a spec file (validated by
+``scoring.spec_file``, turned into a :class:`ScoredDatasetSpec` by :func:`spec_from_file`, wired by
+``batch_assets.datasets``), not by copying code.
 """
 
 import datetime as dt

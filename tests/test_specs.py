@@ -27,6 +27,7 @@ def test_the_demo_is_a_spec_file():
         output_table="predictions.risk_scores",
         contract=CUSTOMER_DAILY_CONTRACT,
     )
+    assert repr(RISK_SCORES.contract) == repr(CUSTOMER_DAILY_CONTRACT)  # limits keep their int/float type
 
 
 def _error(change) -> str:

@@ -64,8 +64,8 @@ class Partitioning(_Strict):
 class ColumnRule(_Strict):
     """Hard limits of one feature column (inclusive); rows outside them are dead-lettered."""
 
-    ge: float | None = None
-    le: float | None = None
+    ge: int | float | None = None  # an int stays an int, so messages read "<= 1", not "<= 1.0"
+    le: int | float | None = None
     nullable: bool = False
 
     @model_validator(mode="after")
