@@ -107,3 +107,20 @@ def test_missing_spec_location_is_named(tmp_path):
 def test_settings_read_spec_locations_from_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("BATCH_ASSETS_SPECS", f"{EXAMPLE}:{tmp_path}")
     assert Settings.from_env().spec_locations == (EXAMPLE, tmp_path.resolve())
+
+
+def test_without_files_the_features_asset_is_external_and_still_checked(tmp_path):
+    data = copy.deepcopy(BASE)
+    data["features"].pop("files")
+    path = tmp_path / "external.yaml"
+    path.write_text(yaml.safe_dump(data))
+    defs = build_definitions(Settings(home=tmp_path / "home", spec_locations=(path,)))
+    features = defs.resolve_asset_graph().get(dg.AssetKey(["features", "device_hourly"]))
+    assert not features.is_materializable
+    assert features.partitions_def.get_first_partition_key() == "2026-11-01-00:00"
+    nodes = set(defs.resolve_job_def("score_failure_scores").graph.node_dict)
+    assert {
+        "features__device_hourly_contract",
+        "predictions__failure_scores",
+        "predictions__failure_summary",
+    } <= nodes
