@@ -15,7 +15,6 @@ from batch_assets.errors import RETRY_POLICY
 from batch_assets.history import latest_materialization
 from batch_assets.predictions import MODEL_VERSION_TAG, ScoredDatasetSpec
 from batch_assets.scoring import partition_checks as pc
-from batch_assets.scoring.names import parse_partition_date
 from batch_assets.scoring.registry import ModelNotFound
 from partitions import FEATURE_WINDOW_DAYS
 from resources import ModelRegistryResource, WarehouseResource
@@ -144,7 +143,7 @@ def build_checks(spec: ScoredDatasetSpec) -> list[dg.AssetChecksDefinition]:
                 return to_result(
                     pc.completeness(
                         con,
-                        day=parse_partition_date(key),
+                        day=spec.partition_value(key),
                         features_table=spec.features_table,
                         output_table=spec.output_table,
                         dead_letter_table=spec.dead_letter_table,
@@ -172,7 +171,7 @@ def build_checks(spec: ScoredDatasetSpec) -> list[dg.AssetChecksDefinition]:
                 return to_result(
                     pc.dead_letter_rate(
                         con,
-                        day=parse_partition_date(key),
+                        day=spec.partition_value(key),
                         features_table=spec.features_table,
                         dead_letter_table=spec.dead_letter_table,
                         max_fraction=spec.max_dead_letter_fraction,
@@ -206,7 +205,7 @@ def build_checks(spec: ScoredDatasetSpec) -> list[dg.AssetChecksDefinition]:
                 return to_result(
                     pc.validity(
                         con,
-                        day=parse_partition_date(key),
+                        day=spec.partition_value(key),
                         output_table=spec.output_table,
                         key=spec.key_column,
                         low=low,
@@ -245,7 +244,7 @@ def build_checks(spec: ScoredDatasetSpec) -> list[dg.AssetChecksDefinition]:
                 return to_result(
                     pc.provenance(
                         con,
-                        day=parse_partition_date(key),
+                        day=spec.partition_value(key),
                         output_table=spec.output_table,
                         key=spec.key_column,
                         model_name=spec.model_name,
@@ -285,7 +284,7 @@ def build_checks(spec: ScoredDatasetSpec) -> list[dg.AssetChecksDefinition]:
                 return to_result(
                     pc.score_drift(
                         con,
-                        day=parse_partition_date(key),
+                        day=spec.partition_value(key),
                         output_table=spec.output_table,
                         reference=manifest.get("reference", {}).get("score"),
                         thresholds=spec.score_drift,
@@ -322,7 +321,7 @@ def build_checks(spec: ScoredDatasetSpec) -> list[dg.AssetChecksDefinition]:
             with warehouse.connect() as con:
                 outcome = pc.feature_drift(
                     con,
-                    day=parse_partition_date(key),
+                    day=spec.partition_value(key),
                     features_table=spec.features_table,
                     references=refs,
                     thresholds=spec.feature_drift,
@@ -357,7 +356,7 @@ def build_checks(spec: ScoredDatasetSpec) -> list[dg.AssetChecksDefinition]:
                     return to_result(
                         pc.contract(
                             con,
-                            day=parse_partition_date(key),
+                            day=spec.partition_value(key),
                             features_table=spec.features_table,
                             feature_contract=feature_contract,
                         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dagster as dg
 
 from batch_assets.checks import build_checks
+from batch_assets.datasets import build_dataset, load_datasets
 from batch_assets.features import customer_daily_features
 from batch_assets.predictions import RISK_SCORES, risk_model, risk_scores, risk_summary
 from batch_assets.raw import raw_transactions
@@ -53,18 +54,30 @@ observe_models_job = dg.define_asset_job(
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
-    """Definitions of the embedded default, with every path under ``settings.home``."""
+    """Definitions of the embedded default, with every path under ``settings.home``.
+
+    The demo is always there; each scored-dataset spec file named by ``settings.spec_locations``
+    (``BATCH_ASSETS_SPECS``) adds its assets, checks, jobs and rollout sensor.
+    """
+    extra: dict[str, list] = {"assets": [], "asset_checks": [], "jobs": [], "sensors": []}
+    for dataset in load_datasets(list(settings.spec_locations)):
+        built = build_dataset(
+            dataset, window=settings.rollout_window, max_per_tick=settings.rollout_max_per_tick
+        )
+        for kind, defs_of_kind in built.items():
+            extra[kind] += defs_of_kind
     return dg.Definitions(
-        assets=ASSETS,
-        asset_checks=CHECKS,
-        jobs=[ingest_job, score_job, daily_pipeline_job, check_job, observe_models_job],
+        assets=ASSETS + extra["assets"],
+        asset_checks=CHECKS + extra["asset_checks"],
+        jobs=[ingest_job, score_job, daily_pipeline_job, check_job, observe_models_job, *extra["jobs"]],
         sensors=[
             build_rollout_sensor(
                 RISK_SCORES,
                 score_job,
                 window=settings.rollout_window,
                 max_per_tick=settings.rollout_max_per_tick,
-            )
+            ),
+            *extra["sensors"],
         ],
         schedules=[
             build_daily_schedule(

@@ -1,13 +1,16 @@
 """Stage 3, predictions: a factory that builds a scored-predictions asset (and its model source) from a spec.
 
-The demo's ``predictions/risk_scores`` and ``predictions/risk_summary`` are one instance of it. A user scores
-their own dataset by writing a :class:`ScoredDatasetSpec`, not by copying code.
+The demo's ``predictions/risk_scores`` and ``predictions/risk_summary`` are one instance of it, read from
+``specs/risk_scores.yaml``. A user scores their own dataset by writing such a spec file (validated by
+``scoring.spec_file``, turned into a :class:`ScoredDatasetSpec` by :func:`spec_from_file`, wired by
+``batch_assets.datasets``), not by copying code.
 """
 
 import datetime as dt
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -16,13 +19,20 @@ import torch
 from batch_assets.errors import RETRY_POLICY, permanent_errors
 from batch_assets.history import partitions_by_version
 from batch_assets.observability import Stopwatch, peak_rss_mb
-from batch_assets.scoring.contracts import CUSTOMER_DAILY_CONTRACT, FeatureContract
+from batch_assets.scoring.contracts import ColumnRule, FeatureContract
 from batch_assets.scoring.drift import DriftThresholds
-from batch_assets.scoring.names import check_identifier, check_name, check_table, parse_partition_date
+from batch_assets.scoring.names import (
+    InvalidName,
+    check_identifier,
+    check_name,
+    check_table,
+    parse_partition_date,
+)
 from batch_assets.scoring.registry import ModelVersion
 from batch_assets.scoring.scorer import ScoreStats
+from batch_assets.scoring.spec_file import Drift, Partitioning, SpecFile, load_spec_file
 from batch_assets.scoring.warehouse import replace_predictions_partition, replace_summary_partition
-from partitions import daily_partitions
+from partitions import DAILY_START_DATE, daily_partitions
 from resources import ComputeResource, ModelRegistryResource, WarehouseResource
 
 # Run tags that pin the model of a run; a run that carries them never re-resolves the alias.
@@ -66,6 +76,23 @@ class ScoredDatasetSpec:
             raise ValueError(
                 f"max_dead_letter_fraction must be in [0, 1], got {self.max_dead_letter_fraction}"
             )
+
+    @property
+    def partition_type(self) -> str:
+        """SQL type of ``partition_date`` in this dataset's tables: DATE when daily, else TIMESTAMP."""
+        return "DATE" if getattr(self.partitions_def, "fmt", "%Y-%m-%d") == "%Y-%m-%d" else "TIMESTAMP"
+
+    def partition_value(self, key: str) -> dt.date:
+        """The ``partition_date`` value of partition ``key``: its day, or its window's start (naive UTC)."""
+        if self.partition_type == "DATE":
+            return parse_partition_date(key)
+        if not isinstance(self.partitions_def, dg.TimeWindowPartitionsDefinition):
+            raise InvalidName(f"partition key {key!r}: only time-window partitions are supported")
+        try:
+            start = self.partitions_def.time_window_for_partition_key(key).start
+        except ValueError as exc:
+            raise InvalidName(f"invalid partition key {key!r} of {self.name}: {exc}") from exc
+        return start.astimezone(dt.UTC).replace(tzinfo=None)
 
     @property
     def asset_key(self) -> dg.AssetKey:
@@ -172,7 +199,7 @@ def build_scored_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
     ) -> dg.MaterializeResult:
         watch = Stopwatch()
         device = compute.setup()
-        days = [parse_partition_date(key) for key in context.partition_keys]
+        days = [spec.partition_value(key) for key in context.partition_keys]
         with permanent_errors():
             info = resolve_model_version(context, model_registry, spec)
             loaded = model_registry.get_registry().load(spec.model_name, info.version)
@@ -210,6 +237,7 @@ def build_scored_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
                     batch_rows=spec.batch_rows,
                     batch_memory_mb=compute.batch_memory_mb,
                     device=str(device),
+                    partition_type=spec.partition_type,
                 )
                 done.append((day, stats, part_watch.seconds))
         seconds = watch.seconds
@@ -286,13 +314,14 @@ def build_summary_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
                 rows.append(
                     replace_summary_partition(
                         con,
-                        day=parse_partition_date(key),
+                        day=spec.partition_value(key),
                         predictions_table=spec.output_table,
                         high_risk_threshold=high_risk_threshold,
                         run_id=context.run.run_id,
                         computed_at=dt.datetime.now(dt.UTC).replace(tzinfo=None),
                         summary_table=spec.summary_table,
                         dead_letter_table=spec.dead_letter_table,
+                        partition_type=spec.partition_type,
                     )
                 )
         if len(rows) > 1:
@@ -315,15 +344,64 @@ def build_summary_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
     return _summary
 
 
-# The demo pipeline: daily card-transaction risk scoring.
-RISK_SCORES = ScoredDatasetSpec(
-    name="risk_scores",
-    features_asset=dg.AssetKey(["features", "customer_daily"]),
-    features_table="features.customer_daily",
-    model_name="risk_model",
-    output_table="predictions.risk_scores",
-    contract=CUSTOMER_DAILY_CONTRACT,
-)
+def partitions_from_file(partitioning: Partitioning) -> dg.TimeWindowPartitionsDefinition:
+    """The partitions of a spec file; a daily spec without its own start shares ``daily_partitions``."""
+    if partitioning.type == "daily":
+        if partitioning.start is None and partitioning.timezone == "UTC":
+            return daily_partitions
+        return dg.DailyPartitionsDefinition(
+            start_date=partitioning.start or DAILY_START_DATE, timezone=partitioning.timezone
+        )
+    return dg.HourlyPartitionsDefinition(start_date=partitioning.start, timezone=partitioning.timezone)
+
+
+def spec_from_file(spec: SpecFile) -> ScoredDatasetSpec:
+    """The :class:`ScoredDatasetSpec` a validated spec file describes."""
+
+    def thresholds(d: Drift) -> DriftThresholds:
+        return DriftThresholds(
+            psi_warn=d.psi_warn,
+            psi_error=d.psi_error,
+            ks_warn=d.ks_warn,
+            ks_error=d.ks_error,
+            min_rows=d.min_rows,
+        )
+
+    features = spec.features
+    return ScoredDatasetSpec(
+        name=spec.name,
+        features_asset=dg.AssetKey(features.asset.split("/")),
+        features_table=features.table,
+        model_name=spec.model.name,
+        output_table=spec.output.table,
+        key_column=features.key,
+        model_alias=spec.model.alias,
+        group_name=spec.group,
+        partitions_def=partitions_from_file(spec.partitioning),
+        dead_letter_table=spec.output.dead_letter_table,
+        summary_table=spec.summary_table,
+        contract=FeatureContract(
+            key=features.key,
+            columns={
+                name: ColumnRule(ge=r.ge, le=r.le, nullable=r.nullable) if r else ColumnRule()
+                for name, r in features.columns.items()
+            },
+            max_bad_row_fraction=features.max_bad_row_fraction,
+        ),
+        max_dead_letter_fraction=spec.checks.max_dead_letter_fraction,
+        score_drift=thresholds(spec.checks.score_drift),
+        feature_drift=thresholds(spec.checks.feature_drift),
+        feature_drift_overrides={c: thresholds(d) for c, d in spec.checks.feature_drift_overrides.items()},
+        high_risk_threshold=spec.output.high_score_threshold,
+        batch_rows=spec.scoring.batch_rows,
+        backfill_chunk=spec.scoring.backfill_chunk,
+        description=spec.description,
+    )
+
+
+# The demo pipeline, daily card-transaction risk scoring, is a spec file like any other.
+DEMO_SPEC_FILE = Path(__file__).resolve().parent / "specs" / "risk_scores.yaml"
+RISK_SCORES = spec_from_file(load_spec_file(DEMO_SPEC_FILE))
 risk_model = build_model_source(RISK_SCORES)
 risk_scores = build_scored_asset(RISK_SCORES)
 risk_summary = build_summary_asset(RISK_SCORES)

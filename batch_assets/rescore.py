@@ -11,8 +11,23 @@ from batch_assets.history import partitions_by_version
 from batch_assets.predictions import RISK_SCORES, ScoredDatasetSpec
 from batch_assets.scoring.registry import ModelNotFound, ModelRegistry
 from batch_assets.scoring.rollout import RolloutState
+from batch_assets.scoring.spec_file import SpecError
 from batch_assets.sensors import evaluate_rollout
 from batch_assets.settings import Settings
+
+
+def dataset_spec(settings: Settings, name: str | None) -> ScoredDatasetSpec:
+    """The demo's spec, or the spec named ``name`` among ``settings.spec_locations``."""
+    if name is None or name == RISK_SCORES.name:
+        return RISK_SCORES
+    from batch_assets.datasets import load_datasets
+
+    datasets = load_datasets(list(settings.spec_locations))
+    for dataset in datasets:
+        if dataset.spec.name == name:
+            return dataset.spec
+    known = [RISK_SCORES.name, *(d.spec.name for d in datasets)]
+    raise SpecError(f"no scored dataset {name!r} (known: {', '.join(known)}; set BATCH_ASSETS_SPECS)")
 
 
 def sensor_name(spec: ScoredDatasetSpec) -> str:

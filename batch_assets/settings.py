@@ -14,6 +14,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 HOME_ENV = "BATCH_ASSETS_HOME"
 EXECUTOR_ENV = "BATCH_ASSETS_EXECUTOR"
 EXECUTORS = ("in_process", "multiprocess")
+SPECS_ENV = "BATCH_ASSETS_SPECS"
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ class Settings:
     device: str = "cpu"
     torch_threads: int = 0
     batch_memory_mb: int = 64
+    # Scored-dataset spec files, or folders of them, loaded next to the demo (BATCH_ASSETS_SPECS).
+    spec_locations: tuple[Path, ...] = ()
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:
@@ -52,6 +55,9 @@ class Settings:
             device=os.environ.get("BATCH_ASSETS_DEVICE", "cpu"),
             torch_threads=int(os.environ.get("BATCH_ASSETS_TORCH_THREADS", "0")),
             batch_memory_mb=int(os.environ.get("BATCH_ASSETS_BATCH_MEMORY_MB", "64")),
+            spec_locations=tuple(
+                Path(p).expanduser().resolve() for p in os.environ.get(SPECS_ENV, "").split(os.pathsep) if p
+            ),
         )
 
     @property

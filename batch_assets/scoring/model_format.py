@@ -9,7 +9,10 @@ read, so a hostile file can at worst fail to load. Feature scaling lives inside 
 
 from __future__ import annotations
 
+import importlib
 import json
+import re
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -49,8 +52,60 @@ class TabularMLP(nn.Module):
         self.scale.copy_(torch.where(scale > 0, scale, torch.ones_like(scale)))
 
 
-# The architectures an artifact may declare. A declared name that is not here is refused.
+# The architectures an artifact may declare by name. A user's own architecture is declared by reference
+# instead: {"ref": "package.module:ClassName", "params": {...}} (see :func:`import_architecture`).
 ARCHITECTURES: dict[str, type[nn.Module]] = {"tabular_mlp": TabularMLP}
+_REF = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
+
+
+def import_architecture(ref: str) -> type[nn.Module]:
+    """The ``nn.Module`` subclass named by ``package.module:ClassName`` (user code, imported, never unpickled).
+
+    Only a class that subclasses ``torch.nn.Module`` is accepted, and never from the standard library, so a
+    tampered header cannot name ``subprocess:Popen`` or similar; its init kwargs are plain JSON.
+    """
+    if not isinstance(ref, str) or not _REF.match(ref):
+        raise ArtifactError(f"architecture reference {ref!r}: expected 'package.module:ClassName'")
+    module_name, class_name = ref.split(":")
+    if module_name.split(".")[0] in sys.stdlib_module_names:
+        raise ArtifactError(f"architecture reference {ref!r}: standard-library modules are refused")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ArtifactError(
+            f"architecture {ref!r}: cannot import module {module_name!r} ({exc}); is the folder that holds it "
+            "on PYTHONPATH (for the CLI and for Dagster)?"
+        ) from exc
+    cls = getattr(module, class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise ArtifactError(
+            f"architecture {ref!r}: {module_name}.{class_name} is not a torch.nn.Module subclass"
+        )
+    return cls
+
+
+def architecture_class(arch: dict[str, Any]) -> type[nn.Module]:
+    """The class an artifact's architecture declares: by reference, or by name from :data:`ARCHITECTURES`."""
+    if "ref" in arch:
+        return import_architecture(arch["ref"])
+    cls = ARCHITECTURES.get(arch.get("name"))  # type: ignore[arg-type]
+    if cls is None:
+        raise ArtifactError(
+            f"unknown architecture {arch.get('name')!r}; known: {sorted(ARCHITECTURES)}, or declare "
+            "{'ref': 'package.module:ClassName'}"
+        )
+    return cls
+
+
+class SqueezeLast(nn.Module):
+    """Scores of a model that returns shape [n, 1], as the [n] the scorer writes."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x).squeeze(-1)
 
 
 def save_artifact(
@@ -63,10 +118,7 @@ def save_artifact(
     extra: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``module`` as a self-describing safetensors artifact."""
-    if architecture.get("name") not in ARCHITECTURES:
-        raise ArtifactError(
-            f"unknown architecture {architecture.get('name')!r}; known: {sorted(ARCHITECTURES)}"
-        )
+    architecture_class(architecture)
     tensors = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
     header = {
         "format": ARTIFACT_FORMAT,
@@ -108,11 +160,10 @@ def load_artifact(path: Path) -> nn.Module:
     """Build the declared architecture and load the artifact's tensors into it (eval mode, CPU)."""
     header = read_header(path)
     arch = header["architecture"]
-    cls = ARCHITECTURES.get(arch.get("name"))
-    if cls is None:
-        raise ArtifactError(
-            f"{path}: unknown architecture {arch.get('name')!r}; known: {sorted(ARCHITECTURES)}"
-        )
+    try:
+        cls = architecture_class(arch)
+    except ArtifactError as exc:
+        raise ArtifactError(f"{path}: {exc}") from exc
     module = cls(**arch.get("params", {}))
     tensors: dict[str, torch.Tensor] = {}
     with safe_open(str(path), framework="pt", device="cpu") as f:
@@ -122,4 +173,6 @@ def load_artifact(path: Path) -> nn.Module:
         module.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:
         raise ArtifactError(f"{path}: tensors do not match architecture {arch}: {exc}") from exc
+    if header["output"].get("shape") == "n,1":
+        return SqueezeLast(module).eval()
     return module.eval()

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 from torch import nn
 
-from batch_assets.scoring.names import check_identifier, quote_table
+from batch_assets.scoring.names import check_identifier, check_table, quote_table
 from batch_assets.scoring.scorer import (
     DEFAULT_BATCH_MEMORY_MB,
     ScoreStats,
@@ -74,27 +74,45 @@ DDL = [
 ]
 
 
-def predictions_ddl(table: str) -> str:
+# The SQL type of the ``partition_date`` column: a DATE for daily partitions, the window's start as a
+# TIMESTAMP for finer ones (hourly).
+PARTITION_TYPES = ("DATE", "TIMESTAMP")
+
+
+def _partition_type(value: str) -> str:
+    if value not in PARTITION_TYPES:
+        raise ValueError(f"partition column type {value!r}: expected one of {', '.join(PARTITION_TYPES)}")
+    return value
+
+
+def create_schema_of(con: duckdb.DuckDBPyConnection, table: str) -> None:
+    """Create the schema of a ``schema.table`` name if it does not exist yet."""
+    schema, _ = check_table(table)
+    con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+
+
+def predictions_ddl(table: str, key: str = "entity_id", partition_type: str = "DATE") -> str:
     """The predictions contract for ``table``; the primary key makes a duplicate impossible to commit."""
+    k = check_identifier(key)
     return f"""CREATE TABLE IF NOT EXISTS {quote_table(table)} (
-        entity_id BIGINT NOT NULL, partition_date DATE NOT NULL, score REAL NOT NULL,
+        "{k}" BIGINT NOT NULL, partition_date {_partition_type(partition_type)} NOT NULL, score REAL NOT NULL,
         model_name VARCHAR NOT NULL, model_version VARCHAR NOT NULL, run_id VARCHAR NOT NULL,
-        scored_at TIMESTAMP NOT NULL, PRIMARY KEY (entity_id, partition_date))"""
+        scored_at TIMESTAMP NOT NULL, PRIMARY KEY ("{k}", partition_date))"""
 
 
-def summary_ddl(table: str) -> str:
+def summary_ddl(table: str, partition_type: str = "DATE") -> str:
     """One published summary row per scored partition."""
     return f"""CREATE TABLE IF NOT EXISTS {quote_table(table)} (
-        partition_date DATE PRIMARY KEY, model_name VARCHAR NOT NULL, model_version VARCHAR NOT NULL,
+        partition_date {_partition_type(partition_type)} PRIMARY KEY, model_name VARCHAR NOT NULL, model_version VARCHAR NOT NULL,
         rows BIGINT NOT NULL, dead_letters BIGINT NOT NULL, mean_score DOUBLE, p50_score DOUBLE,
         p95_score DOUBLE, high_risk_threshold DOUBLE NOT NULL, high_risk_count BIGINT NOT NULL,
         run_id VARCHAR NOT NULL, computed_at TIMESTAMP NOT NULL)"""
 
 
-def dead_letters_ddl(table: str) -> str:
-    """Rows that could not be scored, with the reason and the row itself."""
+def dead_letters_ddl(table: str, partition_type: str = "DATE") -> str:
+    """Rows that could not be scored, with the reason and the row itself (the key goes to ``entity_id``)."""
     return f"""CREATE TABLE IF NOT EXISTS {quote_table(table)} (
-        partition_date DATE NOT NULL, entity_id BIGINT, reason VARCHAR NOT NULL, payload JSON,
+        partition_date {_partition_type(partition_type)} NOT NULL, entity_id BIGINT, reason VARCHAR NOT NULL, payload JSON,
         run_id VARCHAR NOT NULL, recorded_at TIMESTAMP NOT NULL)"""
 
 
@@ -270,8 +288,12 @@ def replace_predictions_partition(
     batch_memory_mb: int = DEFAULT_BATCH_MEMORY_MB,
     forward_rows: int | None = None,
     device: str = "cpu",
+    partition_type: str = "DATE",
 ) -> ScoreStats:
     """Score features ``day`` and replace that partition of ``output_table`` and its dead letters.
+
+    ``day`` is the partition's ``partition_date`` value: a date, or the window start (a naive UTC
+    datetime) when ``partition_type`` is TIMESTAMP.
 
     Features stream from a second cursor, in storage order (no sort: memory stays bounded by the batch size,
     ``batch_rows`` or else sized from ``batch_memory_mb``), while the write transaction is open. Keys that
@@ -283,8 +305,10 @@ def replace_predictions_partition(
         check_identifier(col)
     src, out, dead = quote_table(features_table), quote_table(output_table), quote_table(dead_letter_table)
     check_columns(con.sql(f"SELECT * FROM {src} LIMIT 0").to_arrow_table().schema, key, feature_columns)
-    con.execute(predictions_ddl(output_table))
-    con.execute(dead_letters_ddl(dead_letter_table))
+    for table in (output_table, dead_letter_table):
+        create_schema_of(con, table)
+    con.execute(predictions_ddl(output_table, key, partition_type))
+    con.execute(dead_letters_ddl(dead_letter_table, partition_type))
     select = (
         f'SELECT "{key}", '
         + ", ".join(f'"{c}"' for c in feature_columns)
@@ -357,6 +381,7 @@ def replace_summary_partition(
     computed_at: dt.datetime,
     summary_table: str = SUMMARY_TABLE,
     dead_letter_table: str = DEAD_LETTERS_TABLE,
+    partition_type: str = "DATE",
 ) -> dict[str, object]:
     """Replace the daily summary of the scored partition ``day``; returns the summary row."""
     src, out, dead = (
@@ -364,7 +389,8 @@ def replace_summary_partition(
         quote_table(summary_table),
         quote_table(dead_letter_table),
     )
-    con.execute(summary_ddl(summary_table))
+    create_schema_of(con, summary_table)
+    con.execute(summary_ddl(summary_table, partition_type))
     params = {"day": day, "threshold": high_risk_threshold, "run_id": run_id, "at": computed_at}
     with transaction(con):
         con.execute(f"DELETE FROM {out} WHERE partition_date = $day", {"day": day})

@@ -1,0 +1,179 @@
+"""Scored datasets from spec files: everything the demo has, built from one YAML file per dataset.
+
+For each spec the platform builds, exactly as for the demo: the features asset (from the spec's Parquet
+folders, or an external asset when another tool writes the table), the model's observable source asset,
+the partitioned predictions and summary assets, their checks, two jobs (``<name>_pipeline``: features ->
+predictions -> summary; ``score_<name>``: feature checks, predictions and summary) and the model rollout
+sensor. Spec files come from ``BATCH_ASSETS_SPECS`` (files or folders, separated by ``:``).
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from batch_assets.checks import build_checks
+from batch_assets.errors import permanent_errors
+from batch_assets.observability import Stopwatch
+from batch_assets.predictions import (
+    RISK_SCORES,
+    ScoredDatasetSpec,
+    build_model_source,
+    build_scored_asset,
+    build_summary_asset,
+    spec_from_file,
+)
+from batch_assets.scoring.feature_files import partition_folder, read_feature_files, replace_feature_partition
+from batch_assets.scoring.spec_file import SpecError, SpecFile, load_spec_file, spec_paths
+from batch_assets.sensors import build_rollout_sensor
+from resources import LandingResource, WarehouseResource
+
+
+@dataclass(frozen=True)
+class ScoredDataset:
+    """A spec file, where it was read from, and the :class:`ScoredDatasetSpec` it describes."""
+
+    file: SpecFile
+    path: Path
+    spec: ScoredDatasetSpec = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "spec", spec_from_file(self.file))
+
+    @property
+    def pipeline_job_name(self) -> str:
+        return f"{self.spec.name}_pipeline"
+
+    @property
+    def score_job_name(self) -> str:
+        return f"score_{self.spec.name}"
+
+
+def load_datasets(locations: list[Path]) -> list[ScoredDataset]:
+    """Every spec file at ``locations``; names, tables and models must not clash with each other or the demo."""
+    datasets = [ScoredDataset(load_spec_file(p), p) for p in spec_paths(locations)]
+    seen: dict[tuple[str, str], str] = {
+        ("name", RISK_SCORES.name): "the demo",
+        ("output.table", RISK_SCORES.output_table): "the demo",
+        ("model.name", RISK_SCORES.model_name): "the demo",
+        ("features.asset", RISK_SCORES.features_asset.to_user_string()): "the demo",
+    }
+    for ds in datasets:
+        s = ds.spec
+        for field_name, value in [
+            ("name", s.name),
+            ("output.table", s.output_table),
+            ("model.name", s.model_name),
+            ("features.asset", s.features_asset.to_user_string()),
+        ]:
+            other = seen.get((field_name, value))
+            if other:
+                raise SpecError(
+                    f"{ds.path}: invalid spec\n  {field_name}: {value!r} is already used by {other}"
+                )
+            seen[(field_name, value)] = str(ds.path)
+    return datasets
+
+
+def build_file_features_asset(dataset: ScoredDataset) -> dg.AssetsDefinition:
+    """The features asset of a spec with ``features.files``: one partition folder of Parquet files per run."""
+    spec, features = dataset.spec, dataset.file.features
+    columns = list(features.columns)
+    base = dataset.path.parent
+
+    @dg.asset(
+        key=spec.features_asset,
+        group_name="features",
+        partitions_def=spec.partitions_def,
+        pool="duckdb_warehouse",
+        kinds={"duckdb", "parquet"},
+        description=(
+            f"{features.table}: {features.key} and {len(columns)} feature columns of each partition, loaded "
+            f"from the Parquet files in {features.files} (relative to {base}); built from {dataset.path.name}."
+        ),
+        metadata={
+            "dagster/column_schema": dg.TableSchema(
+                columns=[
+                    dg.TableColumn(features.key, "BIGINT"),
+                    dg.TableColumn("partition_date", spec.partition_type),
+                ]
+                + [dg.TableColumn(c, "DOUBLE") for c in columns]
+            ),
+            "spec_file": str(dataset.path),
+        },
+    )
+    def _features(
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource, landing: LandingResource
+    ) -> dg.MaterializeResult:
+        watch = Stopwatch()
+        key = context.partition_key
+        value = spec.partition_value(key)
+        with permanent_errors():
+            folder = partition_folder(
+                features.files or "",
+                base=base,
+                landing=landing.path,
+                partition_key=key,
+                start=context.partition_time_window.start,
+            )
+            rows = read_feature_files(folder, key=features.key, columns=columns)
+        with warehouse.connect() as con, permanent_errors():
+            n = replace_feature_partition(
+                con,
+                table=features.table,
+                key=features.key,
+                columns=columns,
+                partition_type=spec.partition_type,
+                value=value,
+                rows=rows,
+            )
+        context.log.info("features %s: %d rows from %s", key, n, folder)
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": n,
+                "folder": str(folder),
+                "duration_s": round(watch.seconds, 3),
+                "table": features.table,
+            }
+        )
+
+    return _features
+
+
+def build_dataset(dataset: ScoredDataset, *, window: int | None, max_per_tick: int) -> dict[str, list[Any]]:
+    """Assets, checks, jobs and the rollout sensor of one scored dataset."""
+    spec = dataset.spec
+    if dataset.file.features.files:
+        features: Any = build_file_features_asset(dataset)
+    else:  # another tool writes the table: the asset is declared, not materialized here
+        features = dg.AssetSpec(
+            key=spec.features_asset,
+            group_name="features",
+            partitions_def=spec.partitions_def,
+            description=f"{spec.features_table}, written outside this code location (external asset).",
+        )
+    scored = build_scored_asset(spec)
+    summary = build_summary_asset(spec)
+    model = build_model_source(spec)
+    materializable = [scored, summary] + ([features] if dataset.file.features.files else [])
+    pipeline = dg.define_asset_job(
+        dataset.pipeline_job_name,
+        selection=dg.AssetSelection.assets(*materializable)
+        | dg.AssetSelection.checks_for_assets(spec.features_asset),
+        description=f"The whole chain of {spec.name} for one partition: features -> predictions -> summary, "
+        "with every check.",
+    )
+    score = dg.define_asset_job(
+        dataset.score_job_name,
+        selection=dg.AssetSelection.assets(scored, summary)
+        | dg.AssetSelection.checks_for_assets(spec.features_asset),
+        description=f"Check one partition of {spec.features_asset.to_user_string()}, score it with "
+        f"{spec.model_name}@{spec.model_alias}, check the scores and publish the summary.",
+    )
+    return {
+        "assets": [features, model, scored, summary],
+        "asset_checks": build_checks(spec),
+        "jobs": [pipeline, score],
+        "sensors": [build_rollout_sensor(spec, score, window=window, max_per_tick=max_per_tick)],
+    }

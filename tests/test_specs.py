@@ -1,0 +1,126 @@
+"""Spec files: the demo is one, and every spec error fails at load with a message naming the field."""
+
+import copy
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+
+from batch_assets.definitions import build_definitions
+from batch_assets.predictions import RISK_SCORES, ScoredDatasetSpec
+from batch_assets.scoring.contracts import CUSTOMER_DAILY_CONTRACT
+from batch_assets.scoring.spec_file import SpecError, parse_spec
+from batch_assets.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "batch_assets" / "specs" / "examples" / "device_failures.yaml"
+BASE = yaml.safe_load(EXAMPLE.read_text())
+
+
+def test_the_demo_is_a_spec_file():
+    assert RISK_SCORES == ScoredDatasetSpec(
+        name="risk_scores",
+        features_asset=dg.AssetKey(["features", "customer_daily"]),
+        features_table="features.customer_daily",
+        model_name="risk_model",
+        output_table="predictions.risk_scores",
+        contract=CUSTOMER_DAILY_CONTRACT,
+    )
+    assert repr(RISK_SCORES.contract) == repr(CUSTOMER_DAILY_CONTRACT)  # limits keep their int/float type
+
+
+def _error(change) -> str:
+    data = copy.deepcopy(BASE)
+    change(data)
+    with pytest.raises(SpecError) as err:
+        parse_spec(data, "my.yaml")
+    return str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "words"),
+    [
+        (lambda d: d.pop("model"), "model", "required field is missing"),
+        (lambda d: d["model"].pop("name"), "model.name", "required field is missing"),
+        (
+            lambda d: d["checks"]["feature_drift_overrides"].update(humidity={"psi_warn": 0.2}),
+            "checks.feature_drift_overrides.humidity",
+            "unknown column 'humidity'",
+        ),
+        (lambda d: d["features"].update(key="rpm"), "features", "key 'rpm' is also listed in columns"),
+        (
+            lambda d: d["checks"].update(score_drift={"psi_warn": 0.3, "psi_error": 0.2}),
+            "checks.score_drift",
+            "psi_warn 0.3 is greater than psi_error 0.2",
+        ),
+        (lambda d: d["checks"].update(max_dead_letter_fraction=1.5), "checks.max_dead_letter_fraction", "1"),
+        (lambda d: d["checks"]["score_drift"].update(psi_warn=-1), "checks.score_drift.psi_warn", "0"),
+        (lambda d: d["features"]["columns"].update(rpm={"ge": 5, "le": 1}), "features.columns.rpm", "ge 5"),
+        (lambda d: d["output"].update(table="predictions.x;drop"), "output.table", "invalid SQL identifier"),
+        (lambda d: d["model"].update(name="../etc"), "model.name", "invalid model name"),
+        (
+            lambda d: d["partitioning"].update(start="2026-11-01"),
+            "partitioning",
+            "not a hourly partition key",
+        ),
+        (lambda d: d["features"].update(files="data/{day}"), "features.files", "unknown placeholder"),
+        (lambda d: d.update(thresholds={}), "thresholds", "unknown field"),
+        (
+            lambda d: d["output"].update(dead_letter_table="features.device_hourly"),
+            "output.dead_letter_table",
+            "already used by features.table",
+        ),
+    ],
+)
+def test_spec_errors_name_the_field(change, field, words):
+    message = _error(change)
+    assert message.startswith("my.yaml: invalid spec")
+    assert f"  {field}: " in message and words in message, message
+
+
+def test_a_bad_spec_fails_definitions_at_load(tmp_path):
+    bad = copy.deepcopy(BASE)
+    bad["checks"]["feature_drift_overrides"] = {"temprature_c": {"psi_warn": 0.2}}
+    path = tmp_path / "specs" / "bad.yaml"
+    path.parent.mkdir()
+    path.write_text(yaml.safe_dump(bad))
+    settings = Settings(home=tmp_path / "home", spec_locations=(path.parent,))
+    with pytest.raises(SpecError, match=r"checks\.feature_drift_overrides\.temprature_c: unknown column"):
+        build_definitions(settings)
+
+
+def test_a_spec_may_not_reuse_the_demos_names(tmp_path):
+    clash = copy.deepcopy(BASE)
+    clash["model"]["name"] = "risk_model"
+    path = tmp_path / "clash.yml"
+    path.write_text(yaml.safe_dump(clash))
+    with pytest.raises(SpecError, match=r"model\.name: 'risk_model' is already used by the demo"):
+        build_definitions(Settings(home=tmp_path / "home", spec_locations=(path,)))
+
+
+def test_missing_spec_location_is_named(tmp_path):
+    with pytest.raises(SpecError, match="no such spec file or folder"):
+        build_definitions(Settings(home=tmp_path / "home", spec_locations=(tmp_path / "nope",)))
+
+
+def test_settings_read_spec_locations_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("BATCH_ASSETS_SPECS", f"{EXAMPLE}:{tmp_path}")
+    assert Settings.from_env().spec_locations == (EXAMPLE, tmp_path.resolve())
+
+
+def test_without_files_the_features_asset_is_external_and_still_checked(tmp_path):
+    data = copy.deepcopy(BASE)
+    data["features"].pop("files")
+    path = tmp_path / "external.yaml"
+    path.write_text(yaml.safe_dump(data))
+    defs = build_definitions(Settings(home=tmp_path / "home", spec_locations=(path,)))
+    features = defs.resolve_asset_graph().get(dg.AssetKey(["features", "device_hourly"]))
+    assert not features.is_materializable
+    assert features.partitions_def.get_first_partition_key() == "2026-11-01-00:00"
+    nodes = set(defs.resolve_job_def("score_failure_scores").graph.node_dict)
+    assert {
+        "features__device_hourly_contract",
+        "predictions__failure_scores",
+        "predictions__failure_summary",
+    } <= nodes
