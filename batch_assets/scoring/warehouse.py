@@ -92,12 +92,19 @@ def create_schema_of(con: duckdb.DuckDBPyConnection, table: str) -> None:
 
 
 def predictions_ddl(table: str, key: str = "entity_id", partition_type: str = "DATE") -> str:
-    """The predictions contract for ``table``; the primary key makes a duplicate impossible to commit."""
+    """The predictions contract for ``table``: one row per (key, partition_date).
+
+    Uniqueness is guaranteed by the writer (a key that occurs twice in the input is dead-lettered, never
+    scored, and a partition is replaced in one transaction) and verified by the blocking completeness check
+    of every partition. There is deliberately no PRIMARY KEY: DuckDB keeps an ART index over every row of
+    the table in memory, which made each 1M-row partition write 4x slower with 5 days of history (1.3 s
+    instead of 0.3 s) and grows with every day kept.
+    """
     k = check_identifier(key)
     return f"""CREATE TABLE IF NOT EXISTS {quote_table(table)} (
         "{k}" BIGINT NOT NULL, partition_date {_partition_type(partition_type)} NOT NULL, score REAL NOT NULL,
         model_name VARCHAR NOT NULL, model_version VARCHAR NOT NULL, run_id VARCHAR NOT NULL,
-        scored_at TIMESTAMP NOT NULL, PRIMARY KEY ("{k}", partition_date))"""
+        scored_at TIMESTAMP NOT NULL)"""
 
 
 def summary_ddl(table: str, partition_type: str = "DATE") -> str:
