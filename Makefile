@@ -41,7 +41,7 @@ lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
 bench: install
-	$(BIN)/python benchmarks/bench_scoring.py
+	$(BIN)/python benchmarks/bench_scoring.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/bench_backfill.py
 
 # Refresh constraints.txt from the current .venv after changing dependencies in pyproject.toml.

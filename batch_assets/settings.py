@@ -34,6 +34,8 @@ class Settings:
     device: str = "cpu"
     torch_threads: int = 0
     batch_memory_mb: int = 64
+    duckdb_memory_limit: str | None = None
+    duckdb_threads: int = 0
     # Scored-dataset spec files, or folders of them, loaded next to the demo (BATCH_ASSETS_SPECS).
     spec_locations: tuple[Path, ...] = ()
 
@@ -55,6 +57,8 @@ class Settings:
             device=os.environ.get("BATCH_ASSETS_DEVICE", "cpu"),
             torch_threads=int(os.environ.get("BATCH_ASSETS_TORCH_THREADS", "0")),
             batch_memory_mb=int(os.environ.get("BATCH_ASSETS_BATCH_MEMORY_MB", "64")),
+            duckdb_memory_limit=os.environ.get("BATCH_ASSETS_DUCKDB_MEMORY_LIMIT") or None,
+            duckdb_threads=int(os.environ.get("BATCH_ASSETS_DUCKDB_THREADS", "0")),
             spec_locations=tuple(
                 Path(p).expanduser().resolve() for p in os.environ.get(SPECS_ENV, "").split(os.pathsep) if p
             ),

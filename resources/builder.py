@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from batch_assets.settings import Settings
@@ -14,7 +15,11 @@ from resources.warehouse import WarehouseResource
 def build_resources(settings: Settings) -> dict[str, Any]:
     """Resources of the embedded default: a DuckDB file, a local registry and a local landing folder."""
     return {
-        "warehouse": WarehouseResource(database=str(settings.warehouse)),
+        "warehouse": WarehouseResource(
+            database=str(settings.warehouse),
+            threads=settings.duckdb_threads or len(os.sched_getaffinity(0)),
+            memory_limit=settings.duckdb_memory_limit,
+        ),
         "model_registry": ModelRegistryResource(root=str(settings.registry)),
         "landing": LandingResource(root=str(settings.landing)),
         "compute": ComputeResource(

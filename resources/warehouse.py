@@ -24,6 +24,11 @@ class WarehouseResource(DuckDBResource):
 
     threads: int | None = Field(default=None, description="DuckDB worker threads; default: all cores.")
     lock_retries: int = Field(default=10, description="Attempts to open a file locked by another process.")
+    memory_limit: str | None = Field(
+        default=None,
+        description="DuckDB memory_limit (e.g. '1GB'): caps its buffer pool, which otherwise caches every "
+        "block read up to 80% of RAM; default: DuckDB's own.",
+    )
 
     @contextmanager
     def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -48,5 +53,7 @@ class WarehouseResource(DuckDBResource):
         with self.get_connection() as con:
             if self.threads:
                 con.execute("SET threads = $n", {"n": self.threads})
+            if self.memory_limit:
+                con.execute("SET memory_limit = $m", {"m": self.memory_limit})
             ensure_schema(con)
             yield con
