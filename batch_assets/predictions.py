@@ -14,15 +14,16 @@ import dagster as dg
 
 from batch_assets.errors import permanent_errors
 from batch_assets.history import partitions_by_version
-from batch_assets.observability import Stopwatch, peak_rss_mb
+from batch_assets.observability import Stopwatch, peak_rss_mb, push_partition_metrics
 from batch_assets.scoring.contracts import CUSTOMER_DAILY_CONTRACT, FeatureContract
 from batch_assets.scoring.drift import DriftThresholds
 from batch_assets.scoring.names import check_identifier, check_name, check_table, parse_partition_date
 from batch_assets.scoring.registry import ModelVersion
+from batch_assets.scoring.report import score_report
 from batch_assets.scoring.scorer import ScoreStats
 from batch_assets.scoring.warehouse import replace_predictions_partition, replace_summary_partition
 from partitions import daily_partitions
-from resources import ModelRegistryResource, WarehouseResource
+from resources import MetricsResource, ModelRegistryResource, WarehouseResource
 
 # Run tags that pin the model of a run; a run that carries them never re-resolves the alias.
 MODEL_VERSION_TAG = "batch-assets/model_version"
@@ -162,7 +163,10 @@ def build_scored_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
         ),
     )
     def _scored(
-        context: dg.AssetExecutionContext, warehouse: WarehouseResource, model_registry: ModelRegistryResource
+        context: dg.AssetExecutionContext,
+        warehouse: WarehouseResource,
+        model_registry: ModelRegistryResource,
+        metrics: MetricsResource,
     ) -> dg.MaterializeResult:
         watch = Stopwatch()
         days = [parse_partition_date(key) for key in context.partition_keys]
@@ -202,6 +206,18 @@ def build_scored_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
                     batch_rows=spec.batch_rows,
                 )
                 done.append((day, stats, part_watch.seconds))
+            report = (  # a drift table and the score distribution plot, for a run of one partition
+                score_report(
+                    con,
+                    day=days[0],
+                    output_table=spec.output_table,
+                    reference=info.manifest.get("reference", {}).get("score"),
+                    thresholds=spec.score_drift,
+                    output_range=info.output_range,
+                )
+                if len(days) == 1
+                else {}
+            )
         seconds = watch.seconds
         rows_read = sum(s.rows_read for _, s, _ in done)
         metadata: dict[str, Any] = {
@@ -225,7 +241,7 @@ def build_scored_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
                 else 0.0,
                 "dead_letter_reasons": json.dumps(stats.dead_reasons, sort_keys=True),
                 "input_sha256": stats.input_sha256,
-            }
+            } | {name: dg.MetadataValue.md(text) for name, text in report.items()}
         else:  # one run scored a chunk of partitions: Dagster records this metadata on each of them
             metadata |= {
                 "partitions_in_run": len(done),
@@ -239,6 +255,9 @@ def build_scored_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
                     )
                 ),
             }
+        push_partition_metrics(  # Prometheus figures per partition, when a Pushgateway is configured
+            context, metrics, spec.asset_key, info.version, [(d, s) for d, s, _ in done], metadata
+        )
         return dg.MaterializeResult(metadata=metadata, tags={MODEL_VERSION_TAG: info.version})
 
     return _scored

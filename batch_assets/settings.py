@@ -30,6 +30,8 @@ class Settings:
     schedule_timezone: str = "UTC"
     rollout_window: int | None = None
     rollout_max_per_tick: int = 10
+    rollout_interval_s: int = 30
+    pushgateway_url: str | None = None
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:
@@ -46,6 +48,8 @@ class Settings:
             schedule_timezone=os.environ.get("BATCH_ASSETS_SCHEDULE_TZ", "UTC"),
             rollout_window=int(window) if window else None,
             rollout_max_per_tick=int(os.environ.get("BATCH_ASSETS_ROLLOUT_MAX_PER_TICK", "10")),
+            rollout_interval_s=int(os.environ.get("BATCH_ASSETS_ROLLOUT_INTERVAL_S", "30")),
+            pushgateway_url=os.environ.get("BATCH_ASSETS_PUSHGATEWAY_URL") or None,
         )
 
     @property

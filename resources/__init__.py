@@ -5,7 +5,14 @@ This is a top-level package of this repository (not the PyPI distribution of the
 
 from resources.builder import build_resources
 from resources.landing import LandingResource
+from resources.metrics import MetricsResource
 from resources.registry import ModelRegistryResource
 from resources.warehouse import WarehouseResource
 
-__all__ = ["LandingResource", "ModelRegistryResource", "WarehouseResource", "build_resources"]
+__all__ = [
+    "LandingResource",
+    "MetricsResource",
+    "ModelRegistryResource",
+    "WarehouseResource",
+    "build_resources",
+]
