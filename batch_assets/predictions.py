@@ -96,18 +96,25 @@ def resolve_model_version(
     return info
 
 
-def build_model_source(spec: ScoredDatasetSpec) -> dg.SourceAsset:
+def build_model_source(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
     """An observable source asset whose data version is the aliased version and its sha256."""
 
-    @dg.observable_source_asset(
-        key=spec.model_asset_key,
-        group_name="models",
-        description=(
-            f"The {spec.model_name!r} model version behind alias {spec.model_alias!r} in the model registry. "
-            "Its data version is '<version>@<sha256>', so a promotion marks the scores downstream stale."
-        ),
-        owners=["team:ml"],
-        tags={"dagster/kind/pytorch": ""},
+    # an AssetSpec keeps the owners, which observable_source_asset (a SourceAsset) drops in Dagster 1.13
+    @dg.multi_observable_source_asset(
+        name=f"observe_{spec.model_name}",
+        specs=[
+            dg.AssetSpec(
+                spec.model_asset_key,
+                group_name="models",
+                description=(
+                    f"The {spec.model_name!r} model version behind alias {spec.model_alias!r} in the model "
+                    "registry. Its data version is '<version>@<sha256>', so a promotion marks the scores "
+                    "downstream stale."
+                ),
+                owners=["team:ml"],
+                kinds={"pytorch"},
+            )
+        ],
     )
     def _model(context: dg.AssetExecutionContext, model_registry: ModelRegistryResource) -> dg.ObserveResult:
         reg = model_registry.get_registry()
@@ -115,6 +122,7 @@ def build_model_source(spec: ScoredDatasetSpec) -> dg.SourceAsset:
         promotions = [e for e in reg.events(spec.model_name) if e.get("event") == "promote"]
         by_version = partitions_by_version(context.instance, spec.asset_key)
         return dg.ObserveResult(
+            asset_key=spec.model_asset_key,
             data_version=dg.DataVersion(f"{info.version}@{info.sha256}"),
             metadata={
                 "model_name": spec.model_name,

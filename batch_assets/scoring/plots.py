@@ -1,7 +1,9 @@
 """Small PNG plots for materialization metadata (matplotlib, Agg backend; no dagster here).
 
 The UI renders markdown metadata, including an image embedded as a data URI, so a plot travels with the
-materialization it describes and needs no file server. Plots are kept to a few KB.
+materialization it describes and needs no file server. The UI shows markdown inline only below 1,000
+characters (longer markdown hides behind a "Show Markdown" button), so a plot is a sparkline: no text,
+four colours, about 500 bytes; its legend is the markdown around it.
 """
 
 from __future__ import annotations
@@ -14,45 +16,42 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after selecting the backend
 import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+INLINE_MARKDOWN_LIMIT = 1000  # characters the Dagster UI shows inline in a metadata table
+REFERENCE_COLOR = "#b8c0c8"
+PARTITION_COLOR = "#4f43dd"
 
 
-def score_histogram_png(
-    scores: np.ndarray,
-    reference: np.ndarray | None,
-    *,
-    title: str,
-    bins: int = 25,
-    value_range: tuple[float, float] = (0.0, 1.0),
-    size: tuple[float, float] = (4.0, 2.5),
-    dpi: int = 72,
+def bin_shares_png(
+    partition: np.ndarray, reference: np.ndarray | None = None, *, size_px: tuple[int, int] = (320, 90)
 ) -> bytes:
-    """Density histogram of a partition's scores over the reference scores, as PNG bytes."""
-    scores = np.asarray(scores, dtype=np.float64)
-    scores = scores[np.isfinite(scores)]
-    fig, ax = plt.subplots(figsize=size, dpi=dpi)
+    """Share of rows per bin: the reference as grey bars, the partition as a blue step line, as PNG bytes."""
+    partition = np.asarray(partition, dtype=np.float64)
+    x = np.arange(partition.size + 1)
+    dpi = 80
+    fig, ax = plt.subplots(figsize=(size_px[0] / dpi, size_px[1] / dpi), dpi=dpi)
     try:
-        low, high = value_range
-        if not (np.isfinite(low) and np.isfinite(high)):  # an unbounded output: span the data instead
-            both = np.concatenate([scores, np.asarray(reference if reference is not None else [], float)])
-            low, high = (float(both.min()), float(both.max())) if both.size else (0.0, 1.0)
-        edges = np.linspace(low, high if high > low else low + 1.0, bins + 1)
         if reference is not None and len(reference):
-            ax.hist(reference, bins=edges, density=True, color="#9aa5b1", alpha=0.6, label="reference")
-        if scores.size:
-            ax.hist(
-                scores, bins=edges, density=True, histtype="step", color="#4f43dd", lw=1.6, label="partition"
-            )
-        ax.set_title(title, fontsize=8)
-        ax.set_xlabel("score", fontsize=7)
-        ax.set_ylabel("density", fontsize=7)
-        ax.tick_params(labelsize=6)
-        ax.legend(fontsize=6, frameon=False)
-        fig.tight_layout(pad=0.4)
+            ax.bar(x[:-1], reference, width=0.9, align="edge", color=REFERENCE_COLOR, antialiased=False)
+        ax.stairs(partition, x, color=PARTITION_COLOR, lw=1.5)
+        ax.axhline(0, color="#555555", lw=1)
+        ax.set_xlim(0, partition.size)
+        top = max(
+            float(partition.max(initial=0)),
+            float(np.max(reference, initial=0)) if reference is not None else 0,
+        )
+        ax.set_ylim(0, top * 1.05 or 1)
+        ax.axis("off")
+        fig.subplots_adjust(0, 0.02, 1, 1)
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=dpi)
     finally:
         plt.close(fig)
-    return buf.getvalue()
+    image = Image.open(io.BytesIO(buf.getvalue())).convert("RGB").quantize(colors=4)
+    out = io.BytesIO()
+    image.save(out, format="PNG", optimize=True, bits=2)
+    return out.getvalue()
 
 
 def markdown_image(png: bytes, alt: str) -> str:

@@ -13,9 +13,9 @@ from typing import Any
 import duckdb
 import numpy as np
 
-from batch_assets.scoring.drift import DriftThresholds, assess
+from batch_assets.scoring.drift import DriftThresholds, assess, bin_fractions
 from batch_assets.scoring.names import quote_table
-from batch_assets.scoring.plots import markdown_image, score_histogram_png
+from batch_assets.scoring.plots import bin_shares_png, markdown_image
 
 
 def _fmt(value: Any) -> str:
@@ -38,7 +38,6 @@ def score_report(
     scores = np.asarray(con.execute(sql, {"day": day}).fetchnumpy()["score"], dtype=np.float64)
     finite = scores[np.isfinite(scores)]
     ref = dict(reference or {})
-    sample = np.asarray(ref.get("sample") or [], dtype=np.float64)
     quantiles = ref.get("quantiles") or []
     result = assess(reference, scores, thresholds)
 
@@ -60,10 +59,19 @@ def score_report(
     lines.append(f"| KS statistic | {_fmt(result.ks_statistic)} | |")
     lines.append(f"| KS p-value (context only) | {_fmt(result.ks_pvalue)} | |")
     lines.append(f"| verdict | **{result.verdict}** | {result.reason} |")
-    png = score_histogram_png(
-        finite, sample if sample.size else None, title=f"scores {day} vs reference", value_range=output_range
-    )
+    edges = ref.get("psi_edges")
+    if edges and ref.get("psi_fractions"):  # the PSI's own bins: deciles of the reference scores
+        png = bin_shares_png(bin_fractions(finite, np.asarray(edges)), np.asarray(ref["psi_fractions"]))
+        legend = (
+            f"share of rows in each decile of the reference scores; grey bars: reference (10% each), "
+            f"blue line: {day} ({finite.size} rows)"
+        )
+    else:
+        low, high = output_range if np.isfinite(output_range).all() else (finite.min(), finite.max())
+        counts, _ = np.histogram(finite, bins=20, range=(low, high)) if finite.size else (np.zeros(20), None)
+        png = bin_shares_png(counts / max(finite.size, 1))
+        legend = f"share of rows of {day} in 20 equal bins of the score from {_fmt(float(low))} to {_fmt(float(high))}"
     return {
         "score_drift": "\n".join(lines),
-        "score_distribution": markdown_image(png, f"score distribution of {day} against the reference"),
+        "score_distribution": markdown_image(png, "score distribution") + "\n\n" + legend,
     }
