@@ -210,7 +210,7 @@ def browse_ui(port: int, shots: Path, day: str) -> dict[str, str]:
     base = f"http://127.0.0.1:{port}/assets/predictions/risk_scores"
     pages = {
         "asset-graph": (f"{base}?view=lineage&lineageScope=neighbors&lineageDepth=2", (1400, 900)),
-        "partition-metadata": (f"{base}?view=partitions&partition={day}", (1400, 2000)),
+        "partition-metadata": (f"{base}?view=partitions&partition={day}", (1400, 1550)),
         "check-result": (f"{base}?view=checks&checkDetail=score_drift", (1400, 1100)),
     }
     return {

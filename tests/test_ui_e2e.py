@@ -265,7 +265,7 @@ def test_the_browser_renders_the_asset_graph_a_partition_and_a_check(server, tmp
     for text in ("model_sha256", "input_sha256", "rows_per_s", "peak_rss_mb", "KS statistic"):
         assert text in doms["partition-metadata"], text
     assert re.search(r'<img [^>]*src="data:image/png;base64,', doms["partition-metadata"])
-    for text in ("score_drift", "Latest execution", "threshold", *PREDICTION_CHECKS):
+    for text in ("score_drift", "Latest execution", "Evaluation result", *PREDICTION_CHECKS):
         assert text in doms["check-result"], text
     for name in ("asset-graph", "partition-metadata", "check-result"):
         assert (tmp_path / f"{name}.png").stat().st_size > 10_000, name
