@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 3000
 BATCH_ASSETS_HOME ?= $(CURDIR)/.batch-assets
 
-.PHONY: install demo test test-fast ui dev validate lint bench constraints clean
+.PHONY: install test-deps demo test test-fast ui dev validate lint bench constraints clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,10 +17,26 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 install: $(VENV)/.installed
 
+# Debian packages the tests run for real: Chromium (UI screenshots), a Prometheus Pushgateway (metrics) and
+# PostgreSQL 15 (instance storage). Installed quietly when missing and when running as root with apt-get;
+# otherwise the tests that need them fail saying what to install.
+TEST_DEBS := chromium prometheus-pushgateway postgresql-15
+test-deps:
+	@missing=""; for p in $(TEST_DEBS); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing $$missing (apt-get)"; \
+		apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	else \
+		echo "missing Debian packages for the tests: $$missing (apt-get install -y $$missing)" >&2; \
+	fi
+
 demo: install
 	BATCH_ASSETS_HOME=$(BATCH_ASSETS_HOME) $(BIN)/batch-assets demo
 
-test: install
+test: install test-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest

@@ -13,11 +13,12 @@ import dagster as dg
 
 from batch_assets.errors import RETRY_POLICY
 from batch_assets.history import latest_materialization
+from batch_assets.observability import push_check_metrics
 from batch_assets.predictions import MODEL_VERSION_TAG, ScoredDatasetSpec
 from batch_assets.scoring import partition_checks as pc
 from batch_assets.scoring.registry import ModelNotFound
 from partitions import FEATURE_WINDOW_DAYS
-from resources import ModelRegistryResource, WarehouseResource
+from resources import MetricsResource, ModelRegistryResource, WarehouseResource
 
 # Checks read the same DuckDB file the assets write: they share the assets' pool.
 POOL = "duckdb_warehouse"
@@ -67,7 +68,9 @@ def _incomplete_window(instance: dg.DagsterInstance, features: dg.AssetKey, part
 
 
 def judge_each_partition(
-    context: dg.AssetCheckExecutionContext, judge: Callable[[str], dg.AssetCheckResult]
+    context: dg.AssetCheckExecutionContext,
+    judge: Callable[[str], dg.AssetCheckResult],
+    metrics: MetricsResource | None = None,
 ) -> dg.AssetCheckResult:
     """Judge every partition of the step on its own.
 
@@ -76,10 +79,12 @@ def judge_each_partition(
     summary result for the step, failing (and blocking) when any partition failed.
     """
     keys = list(context.partition_keys)
-    if len(keys) == 1:
-        return judge(keys[0])
-    spec = context.check_specs[0]
     results = {key: judge(key) for key in keys}
+    if metrics is not None:
+        push_check_metrics(context, metrics, results)
+    if len(keys) == 1:
+        return results[keys[0]]
+    spec = context.check_specs[0]
     for key, r in results.items():
         context.op_execution_context.log_event(
             dg.AssetCheckEvaluation(
@@ -136,7 +141,7 @@ def build_checks(spec: ScoredDatasetSpec) -> list[dg.AssetChecksDefinition]:
         "prediction without a feature row; no duplicate key.",
     )
     def completeness(
-        context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
+        context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource, metrics: MetricsResource
     ) -> dg.AssetCheckResult:
         def judge(key: str) -> dg.AssetCheckResult:
             with warehouse.connect() as con:
@@ -151,7 +156,7 @@ def build_checks(spec: ScoredDatasetSpec) -> list[dg.AssetChecksDefinition]:
                     )
                 )
 
-        return judge_each_partition(context, judge)
+        return judge_each_partition(context, judge, metrics)
 
     @dg.asset_check(
         retry_policy=RETRY_POLICY,
@@ -164,7 +169,7 @@ def build_checks(spec: ScoredDatasetSpec) -> list[dg.AssetChecksDefinition]:
         "dead-lettered; the reasons and a sample are attached.",
     )
     def dead_letters(
-        context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
+        context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource, metrics: MetricsResource
     ) -> dg.AssetCheckResult:
         def judge(key: str) -> dg.AssetCheckResult:
             with warehouse.connect() as con:
@@ -178,7 +183,7 @@ def build_checks(spec: ScoredDatasetSpec) -> list[dg.AssetChecksDefinition]:
                     )
                 )
 
-        return judge_each_partition(context, judge)
+        return judge_each_partition(context, judge, metrics)
 
     @dg.asset_check(
         retry_policy=RETRY_POLICY,
@@ -193,6 +198,7 @@ def build_checks(spec: ScoredDatasetSpec) -> list[dg.AssetChecksDefinition]:
         context: dg.AssetCheckExecutionContext,
         warehouse: WarehouseResource,
         model_registry: ModelRegistryResource,
+        metrics: MetricsResource,
     ) -> dg.AssetCheckResult:
         def judge(key: str) -> dg.AssetCheckResult:
             scored = _scored_by(context.instance, spec, key)
@@ -213,7 +219,7 @@ def build_checks(spec: ScoredDatasetSpec) -> list[dg.AssetChecksDefinition]:
                     )
                 )
 
-        return judge_each_partition(context, judge)
+        return judge_each_partition(context, judge, metrics)
 
     @dg.asset_check(
         retry_policy=RETRY_POLICY,
@@ -229,6 +235,7 @@ def build_checks(spec: ScoredDatasetSpec) -> list[dg.AssetChecksDefinition]:
         context: dg.AssetCheckExecutionContext,
         warehouse: WarehouseResource,
         model_registry: ModelRegistryResource,
+        metrics: MetricsResource,
     ) -> dg.AssetCheckResult:
         def judge(key: str) -> dg.AssetCheckResult:
             scored = _scored_by(context.instance, spec, key)
@@ -255,7 +262,7 @@ def build_checks(spec: ScoredDatasetSpec) -> list[dg.AssetChecksDefinition]:
                     )
                 )
 
-        return judge_each_partition(context, judge)
+        return judge_each_partition(context, judge, metrics)
 
     @dg.asset_check(
         retry_policy=RETRY_POLICY,
@@ -271,6 +278,7 @@ def build_checks(spec: ScoredDatasetSpec) -> list[dg.AssetChecksDefinition]:
         context: dg.AssetCheckExecutionContext,
         warehouse: WarehouseResource,
         model_registry: ModelRegistryResource,
+        metrics: MetricsResource,
     ) -> dg.AssetCheckResult:
         def judge(key: str) -> dg.AssetCheckResult:
             scored = _scored_by(context.instance, spec, key)
@@ -291,7 +299,7 @@ def build_checks(spec: ScoredDatasetSpec) -> list[dg.AssetChecksDefinition]:
                     )
                 )
 
-        return judge_each_partition(context, judge)
+        return judge_each_partition(context, judge, metrics)
 
     checks = [completeness, dead_letters, validity, provenance, score_drift]
 
@@ -308,6 +316,7 @@ def build_checks(spec: ScoredDatasetSpec) -> list[dg.AssetChecksDefinition]:
         context: dg.AssetCheckExecutionContext,
         warehouse: WarehouseResource,
         model_registry: ModelRegistryResource,
+        metrics: MetricsResource,
     ) -> dg.AssetCheckResult:
         def judge(key: str) -> dg.AssetCheckResult:
             note = _incomplete_window(context.instance, spec.features_asset, key)
@@ -330,7 +339,7 @@ def build_checks(spec: ScoredDatasetSpec) -> list[dg.AssetChecksDefinition]:
             outcome.metadata["reference_model_version"] = info.version
             return to_result(outcome)
 
-        return judge_each_partition(context, judge)
+        return judge_each_partition(context, judge, metrics)
 
     checks.append(feature_drift)
 
@@ -349,7 +358,7 @@ def build_checks(spec: ScoredDatasetSpec) -> list[dg.AssetChecksDefinition]:
             f"{feature_contract.max_bad_row_fraction:.0%} bad rows, a warning below that.",
         )
         def contract(
-            context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
+            context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource, metrics: MetricsResource
         ) -> dg.AssetCheckResult:
             def judge(key: str) -> dg.AssetCheckResult:
                 with warehouse.connect() as con:
@@ -362,7 +371,7 @@ def build_checks(spec: ScoredDatasetSpec) -> list[dg.AssetChecksDefinition]:
                         )
                     )
 
-            return judge_each_partition(context, judge)
+            return judge_each_partition(context, judge, metrics)
 
         checks.append(contract)
     return checks

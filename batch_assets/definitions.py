@@ -11,7 +11,14 @@ import dagster as dg
 from batch_assets.checks import build_checks
 from batch_assets.datasets import build_dataset, load_datasets
 from batch_assets.features import customer_daily_features
-from batch_assets.predictions import RISK_SCORES, risk_model, risk_scores, risk_summary
+from batch_assets.observability import build_failure_metrics_sensor
+from batch_assets.predictions import (
+    MODEL_VERSION_TAG,
+    RISK_SCORES,
+    risk_model,
+    risk_scores,
+    risk_summary,
+)
 from batch_assets.raw import raw_transactions
 from batch_assets.schedules import build_daily_schedule
 from batch_assets.sensors import build_rollout_sensor
@@ -76,6 +83,10 @@ def build_definitions(settings: Settings) -> dg.Definitions:
                 score_job,
                 window=settings.rollout_window,
                 max_per_tick=settings.rollout_max_per_tick,
+                minimum_interval_seconds=settings.rollout_interval_s,
+            ),
+            build_failure_metrics_sensor(
+                RISK_SCORES.asset_key, RISK_SCORES.partitions_def, MODEL_VERSION_TAG
             ),
             *extra["sensors"],
         ],

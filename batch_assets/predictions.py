@@ -18,7 +18,7 @@ import torch
 
 from batch_assets.errors import RETRY_POLICY, permanent_errors
 from batch_assets.history import partitions_by_version
-from batch_assets.observability import Stopwatch, peak_rss_mb
+from batch_assets.observability import Stopwatch, peak_rss_mb, push_partition_metrics
 from batch_assets.scoring.contracts import ColumnRule, FeatureContract
 from batch_assets.scoring.drift import DriftThresholds
 from batch_assets.scoring.names import (
@@ -29,11 +29,12 @@ from batch_assets.scoring.names import (
     parse_partition_date,
 )
 from batch_assets.scoring.registry import ModelVersion
+from batch_assets.scoring.report import score_report
 from batch_assets.scoring.scorer import ScoreStats
 from batch_assets.scoring.spec_file import Drift, Partitioning, SpecFile, load_spec_file
 from batch_assets.scoring.warehouse import replace_predictions_partition, replace_summary_partition
 from partitions import DAILY_START_DATE, daily_partitions
-from resources import ComputeResource, ModelRegistryResource, WarehouseResource
+from resources import ComputeResource, MetricsResource, ModelRegistryResource, WarehouseResource
 
 # Run tags that pin the model of a run; a run that carries them never re-resolves the alias.
 MODEL_VERSION_TAG = "batch-assets/model_version"
@@ -124,18 +125,25 @@ def resolve_model_version(
     return info
 
 
-def build_model_source(spec: ScoredDatasetSpec) -> dg.SourceAsset:
+def build_model_source(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
     """An observable source asset whose data version is the aliased version and its sha256."""
 
-    @dg.observable_source_asset(
-        key=spec.model_asset_key,
-        group_name="models",
-        description=(
-            f"The {spec.model_name!r} model version behind alias {spec.model_alias!r} in the model registry. "
-            "Its data version is '<version>@<sha256>', so a promotion marks the scores downstream stale."
-        ),
-        owners=["team:ml"],
-        tags={"dagster/kind/pytorch": ""},
+    # an AssetSpec keeps the owners, which observable_source_asset (a SourceAsset) drops in Dagster 1.13
+    @dg.multi_observable_source_asset(
+        name=f"observe_{spec.model_name}",
+        specs=[
+            dg.AssetSpec(
+                spec.model_asset_key,
+                group_name="models",
+                description=(
+                    f"The {spec.model_name!r} model version behind alias {spec.model_alias!r} in the model "
+                    "registry. Its data version is '<version>@<sha256>', so a promotion marks the scores "
+                    "downstream stale."
+                ),
+                owners=["team:ml"],
+                kinds={"pytorch"},
+            )
+        ],
     )
     def _model(context: dg.AssetExecutionContext, model_registry: ModelRegistryResource) -> dg.ObserveResult:
         reg = model_registry.get_registry()
@@ -143,6 +151,7 @@ def build_model_source(spec: ScoredDatasetSpec) -> dg.SourceAsset:
         promotions = [e for e in reg.events(spec.model_name) if e.get("event") == "promote"]
         by_version = partitions_by_version(context.instance, spec.asset_key)
         return dg.ObserveResult(
+            asset_key=spec.model_asset_key,
             data_version=dg.DataVersion(f"{info.version}@{info.sha256}"),
             metadata={
                 "model_name": spec.model_name,
@@ -196,6 +205,7 @@ def build_scored_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
         warehouse: WarehouseResource,
         model_registry: ModelRegistryResource,
         compute: ComputeResource,
+        metrics: MetricsResource,
     ) -> dg.MaterializeResult:
         watch = Stopwatch()
         device = compute.setup()
@@ -240,6 +250,18 @@ def build_scored_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
                     partition_type=spec.partition_type,
                 )
                 done.append((day, stats, part_watch.seconds))
+            report = (  # a drift table and the score distribution plot, for a run of one partition
+                score_report(
+                    con,
+                    day=days[0],
+                    output_table=spec.output_table,
+                    reference=info.manifest.get("reference", {}).get("score"),
+                    thresholds=spec.score_drift,
+                    output_range=info.output_range,
+                )
+                if len(days) == 1
+                else {}
+            )
         seconds = watch.seconds
         rows_read = sum(s.rows_read for _, s, _ in done)
         metadata: dict[str, Any] = {
@@ -265,7 +287,7 @@ def build_scored_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
                 else 0.0,
                 "dead_letter_reasons": json.dumps(stats.dead_reasons, sort_keys=True),
                 "input_sha256": stats.input_sha256,
-            }
+            } | {name: dg.MetadataValue.md(text) for name, text in report.items()}
         else:  # one run scored a chunk of partitions: Dagster records this metadata on each of them
             metadata |= {
                 "partitions_in_run": len(done),
@@ -279,6 +301,14 @@ def build_scored_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
                     )
                 ),
             }
+        push_partition_metrics(  # Prometheus figures per partition, when a Pushgateway is configured
+            context,
+            metrics,
+            spec.asset_key,
+            info.version,
+            [(k, s) for k, (_, s, _) in zip(context.partition_keys, done, strict=True)],
+            metadata,
+        )
         return dg.MaterializeResult(metadata=metadata, tags={MODEL_VERSION_TAG: info.version})
 
     return _scored

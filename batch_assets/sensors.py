@@ -105,13 +105,14 @@ def build_rollout_sensor(
     window: int | None = None,
     max_per_tick: int = 10,
     tags: Mapping[str, str] | None = None,
+    minimum_interval_seconds: int = 30,
 ) -> dg.SensorDefinition:
     """A sensor that re-scores ``spec``'s partitions, canary first, when its model alias moves."""
 
     @dg.sensor(
         name=f"{spec.model_name}_{spec.model_alias}_rollout",
         job=job,
-        minimum_interval_seconds=30,
+        minimum_interval_seconds=minimum_interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=(
             f"When {spec.model_name}@{spec.model_alias} moves to another version: re-score the latest partition "

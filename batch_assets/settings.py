@@ -38,6 +38,8 @@ class Settings:
     duckdb_threads: int = 0
     # Scored-dataset spec files, or folders of them, loaded next to the demo (BATCH_ASSETS_SPECS).
     spec_locations: tuple[Path, ...] = ()
+    rollout_interval_s: int = 30
+    pushgateway_url: str | None = None
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:
@@ -62,6 +64,8 @@ class Settings:
             spec_locations=tuple(
                 Path(p).expanduser().resolve() for p in os.environ.get(SPECS_ENV, "").split(os.pathsep) if p
             ),
+            rollout_interval_s=int(os.environ.get("BATCH_ASSETS_ROLLOUT_INTERVAL_S", "30")),
+            pushgateway_url=os.environ.get("BATCH_ASSETS_PUSHGATEWAY_URL") or None,
         )
 
     @property

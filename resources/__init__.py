@@ -6,12 +6,14 @@ This is a top-level package of this repository (not the PyPI distribution of the
 from resources.builder import build_resources
 from resources.compute import ComputeResource
 from resources.landing import LandingResource
+from resources.metrics import MetricsResource
 from resources.registry import ModelRegistryResource
 from resources.warehouse import WarehouseResource
 
 __all__ = [
     "ComputeResource",
     "LandingResource",
+    "MetricsResource",
     "ModelRegistryResource",
     "WarehouseResource",
     "build_resources",

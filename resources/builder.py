@@ -8,12 +8,14 @@ from typing import Any
 from batch_assets.settings import Settings
 from resources.compute import ComputeResource
 from resources.landing import LandingResource
+from resources.metrics import MetricsResource
 from resources.registry import ModelRegistryResource
 from resources.warehouse import WarehouseResource
 
 
 def build_resources(settings: Settings) -> dict[str, Any]:
-    """Resources of the embedded default: a DuckDB file, a local registry and a local landing folder."""
+    """Resources of the embedded default: a DuckDB file, a local registry, a local landing folder
+    and, when configured, a Prometheus Pushgateway."""
     return {
         "warehouse": WarehouseResource(
             database=str(settings.warehouse),
@@ -27,4 +29,5 @@ def build_resources(settings: Settings) -> dict[str, Any]:
             torch_threads=settings.torch_threads,
             batch_memory_mb=settings.batch_memory_mb,
         ),
+        "metrics": MetricsResource(pushgateway_url=settings.pushgateway_url),
     }

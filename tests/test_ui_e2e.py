@@ -1,14 +1,12 @@
 """`dagster dev` with this workspace on 127.0.0.1, driven through GraphQL as the UI drives it."""
 
-import json
 import os
-import signal
-import socket
+import re
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
+from typing import NamedTuple
 
 import dagster as dg
 import pytest
@@ -16,35 +14,35 @@ import pytest
 from batch_assets.definitions import build_definitions
 from batch_assets.local_runs import open_instance, run_partitions
 from batch_assets.scoring.demo_data import DemoConfig, write_landing
+from batch_assets.scoring.plots import INLINE_MARKDOWN_LIMIT
 from batch_assets.scoring.registry import ModelRegistry
 from batch_assets.settings import Settings
-from tests.conftest import write_artifact
+from tests.conftest import make_model, write_artifact
+from tests.servers import browse_ui, dagster_dev, graphql, pushgateway, scrape
 
 REPO = Path(__file__).resolve().parent.parent
 BACKFILL_DAYS = ["2026-09-06", "2026-09-07", "2026-09-08"]
 PREDICTION_CHECKS = ["completeness", "dead_letters", "validity", "provenance", "score_drift"]
+SCORES = dg.AssetKey(["predictions", "risk_scores"])
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class Server(NamedTuple):
+    port: int
+    settings: Settings
+    gateway: str
 
-
-def graphql(port: int, query: str, variables: dict | None = None) -> dict:
-    body = json.dumps({"query": query, "variables": variables or {}}).encode()
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql", data=body, headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        data = json.loads(resp.read())
-    assert "errors" not in data, data["errors"]
-    return data["data"]
+    @property
+    def log(self) -> Path:
+        return self.settings.home / "dagster-dev.log"
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """A state folder with 8 days ingested and a champion, served by `dagster dev` on a free loopback port."""
+    """8 days ingested, a champion, and `dagster dev` on a free loopback port pushing to a Pushgateway.
+
+    The tests below share it and run in file order: backfills, then a promotion re-scoring them, then the
+    browser on the result.
+    """
     settings = Settings(home=tmp_path_factory.mktemp("ui") / "home")
     cfg = DemoConfig(customers=300, days=8)
     write_landing(cfg, settings.landing)
@@ -58,37 +56,17 @@ def server(tmp_path_factory):
         run_partitions(
             build_definitions(settings), instance, "ingest_daily", [d.isoformat() for d in cfg.dates]
         )
-    port = free_port()
-    env = {**os.environ, "BATCH_ASSETS_HOME": str(settings.home), "DAGSTER_HOME": str(settings.dagster_home)}
-    dagster = str(Path(sys.executable).parent / "dagster")
-    log = open(settings.home / "dagster-dev.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [dagster, "dev", "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2)
-                break
-            except OSError:
-                assert proc.poll() is None, (settings.home / "dagster-dev.log").read_text()[-3000:]
-                assert time.time() < deadline, "dagster dev did not answer within 120 s"
-                time.sleep(1)
-        yield port, settings
+        with (
+            pushgateway(settings.home / "pushgateway.log") as gateway,
+            dagster_dev(
+                settings.home,
+                settings.dagster_home,
+                env={"BATCH_ASSETS_PUSHGATEWAY_URL": gateway, "BATCH_ASSETS_ROLLOUT_INTERVAL_S": "5"},
+            ) as port,
+        ):
+            yield Server(port, settings, gateway)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
         if old_home is None:
             os.environ.pop("DAGSTER_HOME", None)
         else:
@@ -97,15 +75,12 @@ def server(tmp_path_factory):
 
 @pytest.mark.slow
 def test_dagster_dev_serves_the_asset_graph(server):
-    port, _ = server
-    deadline = time.time() + 60
-    while True:  # the code location loads after the webserver answers
-        nodes = graphql(port, "{ assetNodes { assetKey { path } groupName isObservable isPartitioned } }")[
-            "assetNodes"
-        ]
-        if nodes or time.time() > deadline:
-            break
-        time.sleep(1)
+    port = server.port
+    nodes = graphql(
+        port,
+        """{ assetNodes { assetKey { path } groupName isObservable isPartitioned description kinds
+             owners { ... on TeamAssetOwner { team } } } }""",
+    )["assetNodes"]
     got = {
         "/".join(n["assetKey"]["path"]): (n["groupName"], n["isObservable"], n["isPartitioned"])
         for n in nodes
@@ -117,6 +92,12 @@ def test_dagster_dev_serves_the_asset_graph(server):
         "predictions/risk_summary": ("predictions", False, True),
         "models/risk_model": ("models", True, False),
     }
+    for n in nodes:  # what a person reads on each node: a description, an owner, the kinds
+        assert len(n["description"] or "") > 40 and n["owners"], n
+    kinds = {"/".join(n["assetKey"]["path"]): set(n["kinds"]) for n in nodes}
+    assert (
+        kinds["predictions/risk_scores"] == {"duckdb", "pytorch"} and "pytorch" in kinds["models/risk_model"]
+    )
 
 
 LAUNCH = """mutation Launch($params: LaunchBackfillParams!) {
@@ -152,7 +133,7 @@ MULTI_RUN_DAYS = ["2026-09-01", "2026-09-02", "2026-09-03"]
 
 @pytest.mark.slow
 def test_backfills_store_checks_per_partition_and_queue_on_the_pool(server):
-    port, settings = server
+    port, settings = server.port, server.settings
     # a chunked backfill of the scores (one run, BackfillPolicy.multi_run(10)) and, at the same time, a
     # multi-run backfill of the features (one run per partition) competing for the DuckDB pool
     scores = [{"path": ["predictions", "risk_scores"]}, {"path": ["predictions", "risk_summary"]}]
@@ -162,8 +143,8 @@ def test_backfills_store_checks_per_partition_and_queue_on_the_pool(server):
     multi = launch(
         port, {"assetSelection": [{"path": ["features", "customer_daily"]}], "partitionNames": MULTI_RUN_DAYS}
     )
-    wait(port, chunked, settings.home / "dagster-dev.log")
-    wait(port, multi, settings.home / "dagster-dev.log")
+    wait(port, chunked, server.log)
+    wait(port, multi, server.log)
     launched = {"backfillId": chunked}
 
     with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
@@ -191,3 +172,100 @@ def test_backfills_store_checks_per_partition_and_queue_on_the_pool(server):
         for run in runs:
             for entry in instance.all_logs(run.run_id):
                 assert "Could not set lock on file" not in (entry.user_message or ""), entry.user_message
+    # the figures of each partition reached the Pushgateway, labelled by job, asset, partition and version
+    pushed = {
+        ls["partition"]: (ls["job"], ls["model_version"], v)
+        for n, ls, v in scrape(server.gateway)
+        if n == "batch_assets_rows_scored"
+    }
+    assert set(pushed) == set(BACKFILL_DAYS)
+    assert all(job == "__ASSET_JOB" and version == "1" and rows > 0 for job, version, rows in pushed.values())
+
+
+MATERIALIZATIONS = """query M($partitions: [String!]) {
+  assetOrError(assetKey: {path: ["predictions", "risk_scores"]}) {
+    ... on Asset { assetMaterializations(partitions: $partitions) {
+      partition runId metadataEntries { label ... on MarkdownMetadataEntry { mdStr } } } }
+  }
+}"""
+
+
+def runs_with(instance: dg.DagsterInstance, tags: dict[str, str]) -> list[dg.DagsterRun]:
+    return list(instance.get_runs(filters=dg.RunsFilter(tags=tags)))
+
+
+@pytest.mark.slow
+def test_promotion_with_the_cli_rolls_out_canary_then_history(server):
+    """`batch-assets models promote` moves the alias; the daemon's sensor does the rest by itself."""
+    port, settings = server.port, server.settings
+    artifact = write_artifact(settings.home.parent / "m2.safetensors", make_model(seed=1))
+    cli = [str(Path(sys.executable).parent / "batch-assets")]
+    env = {**os.environ, "BATCH_ASSETS_HOME": str(settings.home)}
+    for args in (["register", "risk_model", str(artifact), "--version", "2"], ["promote", "risk_model", "2"]):
+        subprocess.run([*cli, "models", *args], env=env, check=True, capture_output=True, timeout=60)
+
+    deadline = time.time() + 240
+    with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+        while True:
+            runs = runs_with(instance, {"batch-assets/model_version": "2"})
+            done = [r for r in runs if r.is_finished]
+            if (len(done) == len(BACKFILL_DAYS) and len(runs) == len(done)) or time.time() > deadline:
+                break
+            assert not any(r.status == dg.DagsterRunStatus.FAILURE for r in runs), server.log.read_text()[
+                -4000:
+            ]
+            time.sleep(2)
+        assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs), [r.status for r in runs]
+        by_role = {r.tags["batch-assets/rollout"]: [] for r in runs}
+        for r in sorted(runs, key=lambda r: instance.get_run_record_by_id(r.run_id).create_timestamp):
+            by_role[r.tags["batch-assets/rollout"]].append(r.tags["dagster/partition"])
+        # the canary is the latest partition, alone; the history follows only after it succeeded
+        assert by_role == {"canary": [BACKFILL_DAYS[-1]], "rollout": sorted(BACKFILL_DAYS[:-1], reverse=True)}
+        canary = next(r for r in runs if r.tags["batch-assets/rollout"] == "canary")
+        canary_end = instance.get_run_record_by_id(canary.run_id).end_time
+        assert all(
+            instance.get_run_record_by_id(r.run_id).create_timestamp.timestamp() >= canary_end
+            for r in runs
+            if r is not canary
+        )
+    # every partition now carries version 2, a drift table and the score plot, as the UI shows them
+    mats = graphql(port, MATERIALIZATIONS, {"partitions": BACKFILL_DAYS})["assetOrError"][
+        "assetMaterializations"
+    ]
+    latest = {}
+    for m in mats:  # newest first
+        latest.setdefault(m["partition"], {e["label"]: e.get("mdStr") for e in m["metadataEntries"]})
+    assert set(latest) == set(BACKFILL_DAYS)
+    for md in latest.values():
+        assert {
+            "model_version",
+            "model_sha256",
+            "input_sha256",
+            "rows_per_s",
+            "peak_rss_mb",
+            "dead_letters",
+        } <= set(md)
+        assert "| PSI |" in md["score_drift"] and "data:image/png;base64," in md["score_distribution"]
+        assert len(md["score_distribution"]) < INLINE_MARKDOWN_LIMIT  # shown inline, not behind a button
+    versions = {
+        ls["partition"]: ls["model_version"]
+        for n, ls, _ in scrape(server.gateway)
+        if n == "batch_assets_rows_scored"
+    }
+    assert versions == {d: "2" for d in BACKFILL_DAYS}
+
+
+@pytest.mark.slow
+def test_the_browser_renders_the_asset_graph_a_partition_and_a_check(server, tmp_path):
+    """Headless Chromium renders the pages a person opens; the DOM names what each page is about."""
+    doms = browse_ui(server.port, tmp_path, BACKFILL_DAYS[-1])
+    for name in ("transactions", "customer_daily", "risk_model", "risk_scores", "risk_summary", "PyTorch"):
+        assert name in doms["asset-graph"], name
+    # the metadata table, with the drift table and the score plot rendered inline (an <img>, not a button)
+    for text in ("model_sha256", "input_sha256", "rows_per_s", "peak_rss_mb", "KS statistic"):
+        assert text in doms["partition-metadata"], text
+    assert re.search(r'<img [^>]*src="data:image/png;base64,', doms["partition-metadata"])
+    for text in ("score_drift", "Latest execution", "Evaluation result", *PREDICTION_CHECKS):
+        assert text in doms["check-result"], text
+    for name in ("asset-graph", "partition-metadata", "check-result"):
+        assert (tmp_path / f"{name}.png").stat().st_size > 10_000, name
