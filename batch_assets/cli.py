@@ -24,11 +24,13 @@ from typing import Any
 from batch_assets.scoring.model_format import ArtifactError
 from batch_assets.scoring.names import InvalidName, parse_partition_date
 from batch_assets.scoring.registry import ModelRegistry, ModelVersion, RegistryError
-from batch_assets.settings import Settings
+from batch_assets.settings import Settings, s3_options_from_env
 
 
 def _registry(args: argparse.Namespace) -> ModelRegistry:
-    return ModelRegistry(Path(args.registry) if args.registry else Settings.from_env().registry)
+    """``--registry`` or ``BATCH_ASSETS_REGISTRY_URI`` (a folder or s3:// URI; S3 settings from AWS_* and
+    BATCH_ASSETS_S3_ENDPOINT), else the embedded default's folder."""
+    return ModelRegistry(args.registry or Settings.from_env().registry_location, s3_options_from_env())
 
 
 def _parse_ref(ref: str) -> tuple[str, str | None, str | None]:

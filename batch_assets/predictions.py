@@ -14,6 +14,7 @@ import dagster as dg
 
 from batch_assets.errors import permanent_errors
 from batch_assets.history import partitions_by_version
+from batch_assets.k8s import scoring_op_tags
 from batch_assets.observability import Stopwatch, peak_rss_mb
 from batch_assets.scoring.contracts import CUSTOMER_DAILY_CONTRACT, FeatureContract
 from batch_assets.scoring.drift import DriftThresholds
@@ -22,7 +23,7 @@ from batch_assets.scoring.registry import ModelVersion
 from batch_assets.scoring.scorer import ScoreStats
 from batch_assets.scoring.warehouse import replace_predictions_partition, replace_summary_partition
 from partitions import daily_partitions
-from resources import ModelRegistryResource, WarehouseResource
+from resources import LakeResource, ModelRegistryResource, WarehouseResource
 
 # Run tags that pin the model of a run; a run that carries them never re-resolves the alias.
 MODEL_VERSION_TAG = "batch-assets/model_version"
@@ -150,6 +151,7 @@ def build_scored_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
         partitions_def=spec.partitions_def,
         deps=[spec.features_asset, spec.model_asset_key],
         pool="duckdb_warehouse",
+        op_tags=scoring_op_tags(),  # pod resources under k8s_job_executor (batch_assets/k8s.py)
         kinds={"duckdb", "pytorch"},
         owners=["team:ml"],
         # a backfill scores up to backfill_chunk partitions per run, loading the model once per run
@@ -162,7 +164,10 @@ def build_scored_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
         ),
     )
     def _scored(
-        context: dg.AssetExecutionContext, warehouse: WarehouseResource, model_registry: ModelRegistryResource
+        context: dg.AssetExecutionContext,
+        warehouse: WarehouseResource,
+        model_registry: ModelRegistryResource,
+        lake: LakeResource,
     ) -> dg.MaterializeResult:
         watch = Stopwatch()
         days = [parse_partition_date(key) for key in context.partition_keys]
@@ -201,6 +206,7 @@ def build_scored_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
                     limits=spec.contract.limits() if spec.contract else None,
                     batch_rows=spec.batch_rows,
                 )
+                lake.export(con, spec.output_table, day, context.run.run_id)  # optional Parquet copy, atomic
                 done.append((day, stats, part_watch.seconds))
         seconds = watch.seconds
         rows_read = sum(s.rows_read for _, s, _ in done)

@@ -4,8 +4,17 @@ This is a top-level package of this repository (not the PyPI distribution of the
 """
 
 from resources.builder import build_resources
+from resources.lake import LakeResource
 from resources.landing import LandingResource
+from resources.object_store import ObjectStoreResource
 from resources.registry import ModelRegistryResource
 from resources.warehouse import WarehouseResource
 
-__all__ = ["LandingResource", "ModelRegistryResource", "WarehouseResource", "build_resources"]
+__all__ = [
+    "LakeResource",
+    "LandingResource",
+    "ModelRegistryResource",
+    "ObjectStoreResource",
+    "WarehouseResource",
+    "build_resources",
+]
