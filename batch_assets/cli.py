@@ -160,8 +160,10 @@ def cmd_rescore(args: argparse.Namespace) -> int:
 def _print_where(settings: Settings) -> None:
     print(f"state folder:      {settings.home}   (BATCH_ASSETS_HOME)")
     print(f"  warehouse:       {settings.warehouse}")
-    print(f"  model registry:  {settings.registry}")
-    print(f"  landing files:   {settings.landing}")
+    print(f"  model registry:  {settings.registry_location}")
+    print(f"  landing files:   {settings.landing_location}")
+    if settings.lake_uri:
+        print(f"  lake (Parquet):  {settings.lake_uri}")
     print(f"  dagster home:    {settings.dagster_home}")
 
 
@@ -184,7 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     models = sub.add_parser("models", help="the model registry")
-    models.add_argument("--registry", help="registry root (default: $BATCH_ASSETS_HOME/registry)")
+    models.add_argument(
+        "--registry",
+        help="registry root, a folder or s3://bucket/prefix (default: $BATCH_ASSETS_REGISTRY_URI, else $BATCH_ASSETS_HOME/registry)",
+    )
     msub = models.add_subparsers(dest="models_command", required=True)
     p = msub.add_parser("register", help="register an artifact as a new immutable version")
     p.add_argument("name")

@@ -10,7 +10,6 @@ import dagster as dg
 from batch_assets.settings import S3_ENDPOINT_ENV, Settings
 from resources.lake import LakeResource
 from resources.landing import LandingResource
-from resources.object_store import ObjectStoreResource
 from resources.registry import ModelRegistryResource
 from resources.warehouse import WarehouseResource
 
@@ -24,21 +23,21 @@ S3_ENV = {
 }
 
 
-def build_object_store(settings: Settings) -> ObjectStoreResource:
+def s3_fields(settings: Settings) -> dict[str, Any]:
+    """The S3 fields of ``ObjectStoreResource`` (inherited by the registry, landing and lake resources) as
+    ``EnvVar``s; none when nothing is on S3, so the embedded default reads no AWS variable."""
     if not settings.uses_s3:
-        return ObjectStoreResource()
-    return ObjectStoreResource(
-        **{field: dg.EnvVar(var) for field, var in S3_ENV.items() if os.environ.get(var)}
-    )
+        return {}
+    return {field: dg.EnvVar(var) for field, var in S3_ENV.items() if os.environ.get(var)}
 
 
 def build_resources(settings: Settings) -> dict[str, Any]:
     """Resources of the embedded default (a DuckDB file, a local registry and a local landing folder), with
     the registry, the landing zone and the optional lake moved to S3 by ``BATCH_ASSETS_*_URI``."""
-    storage = build_object_store(settings)
+    s3 = s3_fields(settings)
     return {
         "warehouse": WarehouseResource(database=str(settings.warehouse)),
-        "model_registry": ModelRegistryResource(root=settings.registry_location, storage=storage),
-        "landing": LandingResource(root=settings.landing_location, storage=storage),
-        "lake": LakeResource(uri=settings.lake_uri or "", storage=storage),
+        "model_registry": ModelRegistryResource(root=settings.registry_location, **s3),
+        "landing": LandingResource(root=settings.landing_location, **s3),
+        "lake": LakeResource(uri=settings.lake_uri or "", **s3),
     }

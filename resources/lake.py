@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-import dagster as dg
 import duckdb
 from pydantic import Field
 
@@ -13,15 +12,14 @@ from batch_assets.scoring.lake import export_predictions_partition
 from resources.object_store import ObjectStoreResource
 
 
-class LakeResource(dg.ConfigurableResource):
+class LakeResource(ObjectStoreResource):
     """Where scored partitions are exported; an empty ``uri`` (the embedded default) exports nothing."""
 
     uri: str = Field(default="", description="Lake root folder or s3://bucket/prefix; empty: no export.")
-    storage: ObjectStoreResource = Field(default_factory=ObjectStoreResource)
 
     def export(
         self, con: duckdb.DuckDBPyConnection, table: str, day: dt.date, run_id: str
     ) -> dict[str, Any] | None:
         if not self.uri:
             return None
-        return export_predictions_partition(con, self.storage.store(self.uri), table, day, run_id)
+        return export_predictions_partition(con, self.store_at(self.uri), table, day, run_id)

@@ -4,25 +4,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import dagster as dg
 from pydantic import Field
 
 from batch_assets.scoring.store import Store
 from resources.object_store import ObjectStoreResource
 
 
-class LandingResource(dg.ConfigurableResource):
+class LandingResource(ObjectStoreResource):
     """The landing zone of raw files (a local folder in the embedded default, or an S3 prefix)."""
 
     root: str = Field(
         description="Landing root folder or s3://bucket/prefix; transactions/event_date=YYYY-MM-DD/*.parquet "
         "below it."
     )
-    storage: ObjectStoreResource = Field(default_factory=ObjectStoreResource)
 
     @property
     def path(self) -> Path:
         return Path(self.root)
 
     def store(self) -> Store:
-        return self.storage.store(self.root)
+        return self.store_at(self.root)

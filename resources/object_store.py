@@ -14,7 +14,11 @@ from batch_assets.scoring.store import S3Options, Store
 
 
 class ObjectStoreResource(dg.ConfigurableResource):
-    """Connection settings for ``s3://`` URIs; unused for local paths."""
+    """Connection settings for ``s3://`` URIs; unused for local paths.
+
+    The registry, landing and lake resources inherit these fields (flat, not a nested resource, so they
+    stay plain resources that tests and sensors can pass around without opening a context).
+    """
 
     endpoint_url: str | None = Field(default=None, description="S3 API endpoint (MinIO, moto, ...).")
     region_name: str | None = Field(default=None, description="S3 region.")
@@ -29,5 +33,5 @@ class ObjectStoreResource(dg.ConfigurableResource):
             secret_access_key=self.aws_secret_access_key or None,
         )
 
-    def store(self, uri: str) -> Store:
+    def store_at(self, uri: str) -> Store:
         return Store(uri, self.s3_options())

@@ -13,7 +13,7 @@ import yaml
 from dagster._config import process_config
 from dagster._core.definitions.reconstruct import ReconstructableRepository
 from dagster._core.launcher import LaunchRunContext
-from dagster_k8s import K8sRunLauncher
+from dagster_k8s import K8sRunLauncher, k8s_job_executor
 from dagster_k8s.container_context import K8sContainerContext
 from dagster_k8s.job import (
     UserDefinedDagsterK8sConfig,
@@ -67,11 +67,20 @@ def test_same_definitions_in_local_docker_and_k8s(monkeypatch):
     local = build_definitions(Settings.from_env())
     for var, value in K8S_ENV.items():
         monkeypatch.setenv(var, value)
+    monkeypatch.setenv("BATCH_ASSETS_EXECUTOR", "in_process")
+    docker = build_definitions(Settings.from_env())
+    monkeypatch.setenv("BATCH_ASSETS_EXECUTOR", "k8s")
     k8s = build_definitions(Settings.from_env())
-    assert definitions_shape(local) == definitions_shape(k8s)
-    assert local.get_repository_def().get_job("score_daily").executor_def.name == "in_process"
-    assert k8s.get_repository_def().get_job("score_daily").executor_def.name == "k8s"
+    assert definitions_shape(local) == definitions_shape(docker) == definitions_shape(k8s)
+    executors = [
+        d.get_repository_def().get_job("score_daily").executor_def.name for d in (local, docker, k8s)
+    ]
+    assert executors == ["in_process", "in_process", "k8s"]
+    assert local.resources["model_registry"].root.endswith("/registry")
     assert k8s.resources["model_registry"].root == "s3://batch-assets/registry"
+    assert docker.resources["lake"].uri == "s3://batch-assets/lake" and local.resources["lake"].uri == ""
+    config = executor_config(risk_scores.op.name, gpu=True)
+    assert process_config(k8s_job_executor.config_schema.config_type, config).success
     # secrets are bound as EnvVar: the definitions hold the variable's name, not its value
     assert "s3-secret-not-to-be-seen" not in repr(k8s.resources)
 
@@ -217,6 +226,7 @@ def test_scoring_step_and_run_jobs_are_valid_kubernetes_manifests(tmp_path, monk
     settings = Settings.from_env()
     defs = build_definitions(settings)
     launcher, api = offline_launcher(tmp_path)
+    (tmp_path / "dagster").mkdir()
     instance = dg.DagsterInstance.local_temp(str(tmp_path / "dagster"))
     try:
         launcher.register_instance(instance)
