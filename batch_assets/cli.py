@@ -30,11 +30,13 @@ from batch_assets.scoring.model_format import ArtifactError
 from batch_assets.scoring.names import InvalidName, parse_partition_date
 from batch_assets.scoring.registry import ModelRegistry, ModelVersion, RegistryError
 from batch_assets.scoring.spec_file import SpecError
-from batch_assets.settings import Settings
+from batch_assets.settings import Settings, s3_options_from_env
 
 
 def _registry(args: argparse.Namespace) -> ModelRegistry:
-    return ModelRegistry(Path(args.registry) if args.registry else Settings.from_env().registry)
+    """``--registry`` or ``BATCH_ASSETS_REGISTRY_URI`` (a folder or s3:// URI; S3 settings from AWS_* and
+    BATCH_ASSETS_S3_ENDPOINT), else the embedded default's folder."""
+    return ModelRegistry(args.registry or Settings.from_env().registry_location, s3_options_from_env())
 
 
 def _parse_ref(ref: str) -> tuple[str, str | None, str | None]:
@@ -253,8 +255,10 @@ def cmd_rescore(args: argparse.Namespace) -> int:
 def _print_where(settings: Settings) -> None:
     print(f"state folder:      {settings.home}   (BATCH_ASSETS_HOME)")
     print(f"  warehouse:       {settings.warehouse}")
-    print(f"  model registry:  {settings.registry}")
-    print(f"  landing files:   {settings.landing}")
+    print(f"  model registry:  {settings.registry_location}")
+    print(f"  landing files:   {settings.landing_location}")
+    if settings.lake_uri:
+        print(f"  lake (Parquet):  {settings.lake_uri}")
     print(f"  dagster home:    {settings.dagster_home}")
 
 
@@ -277,7 +281,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     models = sub.add_parser("models", help="the model registry")
-    models.add_argument("--registry", help="registry root (default: $BATCH_ASSETS_HOME/registry)")
+    models.add_argument(
+        "--registry",
+        help="registry root, a folder or s3://bucket/prefix (default: $BATCH_ASSETS_REGISTRY_URI, else $BATCH_ASSETS_HOME/registry)",
+    )
     msub = models.add_subparsers(dest="models_command", required=True)
     p = msub.add_parser("register", help="register an artifact as a new immutable version")
     p.add_argument("name")

@@ -99,8 +99,25 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             )
         ],
         resources=build_resources(settings),
-        executor=dg.in_process_executor if settings.executor == "in_process" else dg.multiprocess_executor,
+        executor=build_executor(settings),
     )
+
+
+def build_executor(settings: Settings) -> dg.ExecutorDefinition:
+    """``BATCH_ASSETS_EXECUTOR``: in_process (default), multiprocess, or k8s (one pod per step)."""
+    if settings.executor == "in_process":
+        return dg.in_process_executor
+    if settings.executor == "multiprocess":
+        return dg.multiprocess_executor
+    from dagster_k8s import k8s_job_executor
+
+    from batch_assets.k8s import executor_config, parse_node_selector
+
+    scoring_op = risk_scores.op.name
+    config = executor_config(
+        scoring_op, settings.k8s_scoring_gpu, parse_node_selector(settings.k8s_gpu_node_selector)
+    )
+    return k8s_job_executor.configured(config, name="k8s")
 
 
 @dg.definitions

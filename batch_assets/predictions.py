@@ -18,6 +18,7 @@ import torch
 
 from batch_assets.errors import RETRY_POLICY, permanent_errors
 from batch_assets.history import partitions_by_version
+from batch_assets.k8s import scoring_op_tags
 from batch_assets.observability import Stopwatch, peak_rss_mb, push_partition_metrics
 from batch_assets.scoring.contracts import ColumnRule, FeatureContract
 from batch_assets.scoring.drift import DriftThresholds
@@ -34,7 +35,13 @@ from batch_assets.scoring.scorer import ScoreStats
 from batch_assets.scoring.spec_file import Drift, Partitioning, SpecFile, load_spec_file
 from batch_assets.scoring.warehouse import replace_predictions_partition, replace_summary_partition
 from partitions import DAILY_START_DATE, daily_partitions
-from resources import ComputeResource, MetricsResource, ModelRegistryResource, WarehouseResource
+from resources import (
+    ComputeResource,
+    LakeResource,
+    MetricsResource,
+    ModelRegistryResource,
+    WarehouseResource,
+)
 
 # Run tags that pin the model of a run; a run that carries them never re-resolves the alias.
 MODEL_VERSION_TAG = "batch-assets/model_version"
@@ -189,6 +196,7 @@ def build_scored_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
         partitions_def=spec.partitions_def,
         deps=[spec.features_asset, spec.model_asset_key],
         pool="duckdb_warehouse",
+        op_tags=scoring_op_tags(),  # pod resources under k8s_job_executor (batch_assets/k8s.py)
         kinds={"duckdb", "pytorch"},
         owners=["team:ml"],
         # a backfill scores up to backfill_chunk partitions per run, loading the model once per run
@@ -206,6 +214,7 @@ def build_scored_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
         model_registry: ModelRegistryResource,
         compute: ComputeResource,
         metrics: MetricsResource,
+        lake: LakeResource,
     ) -> dg.MaterializeResult:
         watch = Stopwatch()
         device = compute.setup()
@@ -249,6 +258,7 @@ def build_scored_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
                     device=str(device),
                     partition_type=spec.partition_type,
                 )
+                lake.export(con, spec.output_table, day, context.run.run_id)  # optional Parquet copy, atomic
                 done.append((day, stats, part_watch.seconds))
             report = (  # a drift table and the score distribution plot, for a run of one partition
                 score_report(

@@ -30,7 +30,7 @@ def raw_transactions(
     watch = Stopwatch()
     day = parse_partition_date(context.partition_key)
     with permanent_errors():
-        table = read_landing_day(landing.path, day)
+        table = read_landing_day(landing.store(), day)
     with warehouse.connect() as con, permanent_errors():
         rows = replace_raw_partition(con, day, table)
     context.log.info("raw %s: %d transactions loaded", day, rows)

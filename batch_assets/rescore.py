@@ -13,7 +13,7 @@ from batch_assets.scoring.registry import ModelNotFound, ModelRegistry
 from batch_assets.scoring.rollout import RolloutState
 from batch_assets.scoring.spec_file import SpecError
 from batch_assets.sensors import evaluate_rollout
-from batch_assets.settings import Settings
+from batch_assets.settings import Settings, s3_options_from_env
 
 
 def dataset_spec(settings: Settings, name: str | None) -> ScoredDatasetSpec:
@@ -49,7 +49,7 @@ def status(
     spec: ScoredDatasetSpec = RISK_SCORES,
 ) -> dict[str, list[str]]:
     """Partitions grouped by the model version of their latest materialization."""
-    registry = ModelRegistry(settings.registry)
+    registry = ModelRegistry(settings.registry_location, s3_options_from_env())
     try:
         champion = registry.resolve(spec.model_name, spec.model_alias).version
     except ModelNotFound:
@@ -83,7 +83,7 @@ def plan(
     cursor = stored_cursor(instance, sensor_name(spec))
     requests, new_cursor, skip = evaluate_rollout(
         instance,
-        ModelRegistry(settings.registry),
+        ModelRegistry(settings.registry_location, s3_options_from_env()),
         spec,
         cursor,
         window=settings.rollout_window,

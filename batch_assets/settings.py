@@ -10,11 +10,17 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from batch_assets.scoring.store import S3Options
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HOME_ENV = "BATCH_ASSETS_HOME"
 EXECUTOR_ENV = "BATCH_ASSETS_EXECUTOR"
-EXECUTORS = ("in_process", "multiprocess")
+EXECUTORS = ("in_process", "multiprocess", "k8s")
 SPECS_ENV = "BATCH_ASSETS_SPECS"
+REGISTRY_URI_ENV = "BATCH_ASSETS_REGISTRY_URI"
+LANDING_URI_ENV = "BATCH_ASSETS_LANDING_URI"
+LAKE_URI_ENV = "BATCH_ASSETS_LAKE_URI"
+S3_ENDPOINT_ENV = "BATCH_ASSETS_S3_ENDPOINT"
 
 
 @dataclass(frozen=True)
@@ -22,7 +28,8 @@ class Settings:
     """Paths of the embedded default deployment, all under ``home``, and the run executor.
 
     The embedded default runs every step of a run in one process (``in_process``): DuckDB admits one
-    writing process per file, so separate step processes would only queue on its lock.
+    writing process per file, so separate step processes would only queue on its lock. ``k8s`` runs one
+    pod per step (``k8s_job_executor``, README "Scaling out").
     """
 
     home: Path
@@ -40,6 +47,14 @@ class Settings:
     spec_locations: tuple[Path, ...] = ()
     rollout_interval_s: int = 30
     pushgateway_url: str | None = None
+    # Scale-out (README "Scaling out"): local paths or s3://bucket/prefix URIs; None keeps the embedded default.
+    registry_uri: str | None = None
+    landing_uri: str | None = None
+    lake_uri: str | None = None
+    k8s_scoring_gpu: bool = (
+        False  # BATCH_ASSETS_K8S_SCORING_GPU=1: scoring pods on the GPU pool (batch_assets/k8s.py)
+    )
+    k8s_gpu_node_selector: str | None = None  # BATCH_ASSETS_K8S_GPU_NODE_SELECTOR, a JSON object
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:
@@ -66,6 +81,11 @@ class Settings:
             ),
             rollout_interval_s=int(os.environ.get("BATCH_ASSETS_ROLLOUT_INTERVAL_S", "30")),
             pushgateway_url=os.environ.get("BATCH_ASSETS_PUSHGATEWAY_URL") or None,
+            registry_uri=os.environ.get(REGISTRY_URI_ENV) or None,
+            landing_uri=os.environ.get(LANDING_URI_ENV) or None,
+            lake_uri=os.environ.get(LAKE_URI_ENV) or None,
+            k8s_scoring_gpu=os.environ.get("BATCH_ASSETS_K8S_SCORING_GPU", "") in ("1", "true", "yes"),
+            k8s_gpu_node_selector=os.environ.get("BATCH_ASSETS_K8S_GPU_NODE_SELECTOR") or None,
         )
 
     @property
@@ -81,6 +101,19 @@ class Settings:
         return self.home / "landing"
 
     @property
+    def registry_location(self) -> str:
+        """The registry the resources and the CLI use: ``BATCH_ASSETS_REGISTRY_URI`` or ``registry``."""
+        return self.registry_uri or str(self.registry)
+
+    @property
+    def landing_location(self) -> str:
+        return self.landing_uri or str(self.landing)
+
+    @property
+    def uses_s3(self) -> bool:
+        return any(u and u.startswith("s3://") for u in (self.registry_uri, self.landing_uri, self.lake_uri))
+
+    @property
     def dagster_home(self) -> Path:
         return self.home / "dagster_home"
 
@@ -88,3 +121,14 @@ class Settings:
         for path in (self.home, self.registry, self.landing, self.dagster_home):
             path.mkdir(parents=True, exist_ok=True)
         return self
+
+
+def s3_options_from_env() -> S3Options:
+    """S3 settings for the shell commands (the Dagster resources bind the same variables as ``EnvVar``)."""
+    return S3Options(
+        endpoint_url=os.environ.get(S3_ENDPOINT_ENV) or None,
+        region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None,
+        access_key_id=os.environ.get("AWS_ACCESS_KEY_ID") or None,
+        secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY") or None,
+        session_token=os.environ.get("AWS_SESSION_TOKEN") or None,
+    )

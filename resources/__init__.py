@@ -5,16 +5,20 @@ This is a top-level package of this repository (not the PyPI distribution of the
 
 from resources.builder import build_resources
 from resources.compute import ComputeResource
+from resources.lake import LakeResource
 from resources.landing import LandingResource
 from resources.metrics import MetricsResource
+from resources.object_store import ObjectStoreResource
 from resources.registry import ModelRegistryResource
 from resources.warehouse import WarehouseResource
 
 __all__ = [
     "ComputeResource",
+    "LakeResource",
     "LandingResource",
     "MetricsResource",
     "ModelRegistryResource",
+    "ObjectStoreResource",
     "WarehouseResource",
     "build_resources",
 ]

@@ -1,13 +1,13 @@
-"""The model registry resource: the same folder the ``batch-assets models`` CLI writes."""
+"""The model registry resource: the same folder (or S3 prefix) the ``batch-assets models`` CLI writes."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import dagster as dg
 from pydantic import Field
 
 from batch_assets.scoring.registry import ModelRegistry
+from resources.object_store import ObjectStoreResource
 
 
 class RegistryUnavailable(OSError):
@@ -18,12 +18,12 @@ class RegistryUnavailable(OSError):
     """
 
 
-class ModelRegistryResource(dg.ConfigurableResource):
-    """A model registry rooted at a local folder."""
+class ModelRegistryResource(ObjectStoreResource):
+    """A model registry rooted at a local folder or an ``s3://bucket/prefix`` URI."""
 
-    root: str = Field(description="Registry root folder.")
+    root: str = Field(description="Registry root folder or s3://bucket/prefix.")
 
     def get_registry(self) -> ModelRegistry:
-        if not Path(self.root).is_dir():
+        if not self.root.startswith("s3://") and not Path(self.root).is_dir():
             raise RegistryUnavailable(f"model registry root {self.root} is not reachable (no such folder)")
-        return ModelRegistry(self.root)
+        return ModelRegistry(self.root, self.s3_options())

@@ -1,14 +1,19 @@
-"""A model registry on a local folder: immutable, checksummed versions, aliases and an event log.
+"""A model registry on a folder or S3 prefix: immutable, checksummed versions, aliases and an event log.
 
-Layout under ``root``::
+Layout under ``root`` (a local path or ``s3://bucket/prefix``, see :mod:`batch_assets.scoring.store`)::
 
     <model>/<version>/model.safetensors   the artifact (see model_format)
     <model>/<version>/manifest.json       version, sha256, inputs, output, reference statistics, training
     <model>/aliases.json                  {"champion": "1", ...}
-    <model>/events.jsonl                  append-only: one JSON line per registration and promotion
+    <model>/events.jsonl                  local: append-only, one JSON line per registration and promotion
+    <model>/events/<time>-<id>.json       S3: one object per event (S3 cannot append)
 
-A version directory is staged under a temporary name and renamed into place, so it appears whole or not at
-all, and an existing version is never overwritten. The artifact's sha256 is checked on every load.
+A version appears whole or not at all, and an existing version is never overwritten. Locally the version
+folder is staged under a temporary name and renamed into place (under a file lock). On S3 the artifact is
+uploaded first and the manifest last: the manifest is the commit marker, readers ignore a version folder
+without one, and registering refuses a version whose manifest exists. S3 has no lock, so two concurrent
+registrations of the *same* version number could race; register from one place (CI or one operator).
+The artifact's sha256 is checked on every load, on both backends.
 """
 
 from __future__ import annotations
@@ -21,15 +26,17 @@ import json
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath, PurePosixPath
 from typing import Any
 
 from torch import nn
 
 from batch_assets.scoring import model_format
 from batch_assets.scoring.names import check_name
+from batch_assets.scoring.store import S3Options, Store
 
 ARTIFACT_NAME = "model.safetensors"
 MANIFEST_NAME = "manifest.json"
@@ -70,7 +77,7 @@ class ModelVersion:
     name: str
     version: str
     manifest: dict[str, Any]
-    path: Path
+    path: PurePath  # a local Path, or the bucket/key path of an S3 version folder
 
     @property
     def sha256(self) -> str:
@@ -86,7 +93,7 @@ class ModelVersion:
         return float(lo), float(hi)
 
     @property
-    def artifact_path(self) -> Path:
+    def artifact_path(self) -> PurePath:
         return self.path / self.manifest["artifact"]
 
 
@@ -99,41 +106,49 @@ class LoadedModel:
 
 
 class ModelRegistry:
-    """The model registry on a local folder (``root``)."""
+    """The model registry rooted at a local folder or an ``s3://bucket/prefix`` URI."""
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.root = Path(root)
+    def __init__(self, root: str | os.PathLike[str], s3: S3Options | None = None) -> None:
+        self.store = Store(root, s3)
+        self.root: Path | str = Path(root) if self.store.is_local else self.store.uri
 
     # -- reading -------------------------------------------------------------------------------------
     def models(self) -> list[str]:
-        if not self.root.is_dir():
-            return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        return [n for n in self.store.list_dirs() if not n.startswith(".")]
 
     def versions(self, name: str) -> list[str]:
         """Versions of ``name`` in registration order."""
-        model_dir = self._model_dir(name)
-        if not model_dir.is_dir():
+        model = check_name("model name", name)
+        if not self.store.is_dir(model):
             raise ModelNotFound(f"model {name!r} is not registered under {self.root}")
-        found = [p for p in model_dir.iterdir() if p.is_dir() and (p / MANIFEST_NAME).is_file()]
-        manifests = [(json.loads((p / MANIFEST_NAME).read_text())["created_at"], p.name) for p in found]
+        manifests = []
+        for v in self.store.list_dirs(model):
+            if v.startswith(".") or not self.store.is_file(f"{model}/{v}/{MANIFEST_NAME}"):
+                continue  # a staging folder, or an S3 upload whose manifest (commit marker) is not written
+            manifests.append(
+                (json.loads(self.store.read_text(f"{model}/{v}/{MANIFEST_NAME}"))["created_at"], v)
+            )
         return [v for _, v in sorted(manifests, key=lambda cv: (cv[0], _version_sort_key(cv[1])))]
 
     def get(self, name: str, version: str) -> ModelVersion:
         check_name("model version", version)
-        path = self._model_dir(name) / version
-        manifest_path = path / MANIFEST_NAME
-        if not manifest_path.is_file():
+        rel = f"{check_name('model name', name)}/{version}"
+        if not self.store.is_file(f"{rel}/{MANIFEST_NAME}"):
             raise ModelNotFound(f"model {name!r} has no version {version!r} under {self.root}")
-        manifest = json.loads(manifest_path.read_text())
-        artifact = (path / manifest.get("artifact", "")).resolve()
-        if artifact.parent != path.resolve():
-            raise RegistryError(f"manifest of {name}/{version} points outside its version folder: {artifact}")
+        manifest = json.loads(self.store.read_text(f"{rel}/{MANIFEST_NAME}"))
+        artifact = str(manifest.get("artifact", ""))
+        if artifact in ("", ".", "..") or PurePosixPath(artifact).name != artifact or "\\" in artifact:
+            raise RegistryError(
+                f"manifest of {name}/{version} points outside its version folder: {artifact!r}"
+            )
+        path: PurePath = (
+            self.store.local_path(rel) if self.store.is_local else PurePosixPath(self.store.path(rel))
+        )
         return ModelVersion(name=name, version=version, manifest=manifest, path=path)
 
     def aliases(self, name: str) -> dict[str, str]:
-        path = self._model_dir(name) / "aliases.json"
-        return json.loads(path.read_text()) if path.is_file() else {}
+        rel = f"{check_name('model name', name)}/aliases.json"
+        return json.loads(self.store.read_text(rel)) if self.store.is_file(rel) else {}
 
     def resolve(self, name: str, ref: str) -> ModelVersion:
         """A version by alias (``champion``) or by version id; aliases win when both exist."""
@@ -141,7 +156,7 @@ class ModelRegistry:
         aliases = self.aliases(name)
         if ref in aliases:
             return self.get(name, aliases[ref])
-        if (self._model_dir(name) / ref / MANIFEST_NAME).is_file():
+        if self.store.is_file(f"{check_name('model name', name)}/{ref}/{MANIFEST_NAME}"):
             return self.get(name, ref)
         raise ModelNotFound(
             f"model {name!r} has no alias or version {ref!r} (aliases: {sorted(aliases) or 'none'}; "
@@ -149,22 +164,38 @@ class ModelRegistry:
         )
 
     def events(self, name: str) -> list[dict[str, Any]]:
-        path = self._model_dir(name) / "events.jsonl"
-        if not path.is_file():
+        model = check_name("model name", name)
+        if not self.store.is_local:
+            found = [
+                json.loads(self.store.read_text(f"{model}/events/{f}"))
+                for f in self.store.list_files(f"{model}/events")
+            ]
+            return sorted(found, key=lambda e: e.get("seq", ""))
+        rel = f"{model}/events.jsonl"
+        if not self.store.is_file(rel):
             return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return [json.loads(line) for line in self.store.read_text(rel).splitlines() if line.strip()]
 
     def load(self, name: str, version: str) -> LoadedModel:
         """Load a version after verifying its artifact against the manifest's sha256."""
         info = self.get(name, version)
-        actual = sha256_file(info.artifact_path)
+        if self.store.is_local:
+            module = self._verified_load(info, Path(info.artifact_path))
+        else:  # download to a private temporary file, verify it there, load that very file
+            with tempfile.TemporaryDirectory(prefix="batch-assets-model-") as tmp:
+                local = Path(tmp) / ARTIFACT_NAME
+                local.write_bytes(self.store.read_bytes(f"{name}/{version}/{info.manifest['artifact']}"))
+                module = self._verified_load(info, local)
+        return LoadedModel(info=info, module=module)
+
+    def _verified_load(self, info: ModelVersion, local: Path) -> Any:
+        actual = sha256_file(local)
         if actual != info.sha256:
             raise ChecksumMismatch(
-                f"refusing to load {name}/{version}: artifact sha256 {actual} does not match the manifest's "
-                f"{info.sha256} (the artifact was modified after registration)"
+                f"refusing to load {info.name}/{info.version}: artifact sha256 {actual} does not match the "
+                f"manifest's {info.sha256} (the artifact was modified after registration)"
             )
-        module = model_format.load_artifact(info.artifact_path)
-        return LoadedModel(info=info, module=module)
+        return model_format.load_artifact(local)
 
     # -- writing -------------------------------------------------------------------------------------
     def register(
@@ -187,14 +218,12 @@ class ModelRegistry:
             raise RegistryError(f"artifact {artifact} does not exist")
         header = model_format.read_header(artifact)
         _smoke_test(artifact, header)
-        model_dir = self._model_dir(name)
-        model_dir.mkdir(parents=True, exist_ok=True)
         with self._lock(name):
+            existing = self.versions(name) if self.store.is_dir(name) else []
             if version is None:
-                version = _next_version(self.versions(name) if any(model_dir.iterdir()) else [])
+                version = _next_version(existing)
             check_name("model version", version)
-            final = model_dir / version
-            if final.exists():
+            if self.store.exists(f"{name}/{version}") if self.store.is_local else version in existing:
                 raise VersionExists(
                     f"model {name!r} already has version {version!r}; versions are immutable, register the "
                     "new artifact under another version"
@@ -215,20 +244,38 @@ class ModelRegistry:
             }
             for key, value in header["extra"].items():
                 manifest.setdefault(key, value)
-            staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=model_dir))
-            try:
-                shutil.copyfile(artifact, staging / ARTIFACT_NAME)
-                if sha256_file(staging / ARTIFACT_NAME) != manifest["sha256"]:
-                    raise ChecksumMismatch(f"artifact {artifact} changed while it was being registered")
-                (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True))
-                os.rename(staging, final)
-            except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)
-                raise
+            manifest_text = json.dumps(manifest, indent=2, sort_keys=True)
+            if self.store.is_local:
+                self._publish_local(name, version, artifact, manifest_text, manifest["sha256"])
+            else:
+                self._publish_s3(name, version, artifact, manifest_text, manifest["sha256"])
             self._append_event(
                 name, {"event": "register", "version": version, "sha256": manifest["sha256"], "actor": actor}
             )
         return self.get(name, version)
+
+    def _publish_local(self, name: str, version: str, artifact: Path, manifest_text: str, sha: str) -> None:
+        model_dir = self.store.local_path(name)
+        staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=model_dir))
+        try:
+            shutil.copyfile(artifact, staging / ARTIFACT_NAME)
+            if sha256_file(staging / ARTIFACT_NAME) != sha:
+                raise ChecksumMismatch(f"artifact {artifact} changed while it was being registered")
+            (staging / MANIFEST_NAME).write_text(manifest_text)
+            os.rename(staging, model_dir / version)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+    def _publish_s3(self, name: str, version: str, artifact: Path, manifest_text: str, sha: str) -> None:
+        data = artifact.read_bytes()
+        if hashlib.sha256(data).hexdigest() != sha:
+            raise ChecksumMismatch(f"artifact {artifact} changed while it was being registered")
+        self.store.write_bytes(f"{name}/{version}/{ARTIFACT_NAME}", data)
+        # the manifest is the commit marker: written last, and only if no one committed this version meanwhile
+        if self.store.is_file(f"{name}/{version}/{MANIFEST_NAME}"):
+            raise VersionExists(f"model {name!r} version {version!r} was registered concurrently")
+        self.store.write_text(f"{name}/{version}/{MANIFEST_NAME}", manifest_text)
 
     def promote(self, name: str, version: str, alias: str = "champion", *, actor: str = "cli") -> str | None:
         """Point ``alias`` at ``version``; returns the version it pointed at before (or None)."""
@@ -238,10 +285,7 @@ class ModelRegistry:
             aliases = self.aliases(name)
             previous = aliases.get(alias)
             aliases[alias] = version
-            path = self._model_dir(name) / "aliases.json"
-            tmp = path.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(aliases, indent=2, sort_keys=True))
-            os.replace(tmp, path)
+            self.store.write_text(f"{name}/aliases.json", json.dumps(aliases, indent=2, sort_keys=True))
             self._append_event(
                 name,
                 {
@@ -255,12 +299,13 @@ class ModelRegistry:
         return previous
 
     # -- internals -----------------------------------------------------------------------------------
-    def _model_dir(self, name: str) -> Path:
-        return self.root / check_name("model name", name)
-
     @contextlib.contextmanager
     def _lock(self, name: str) -> Iterator[None]:
-        lock_path = self._model_dir(name) / ".lock"
+        check_name("model name", name)
+        if not self.store.is_local:  # S3 has no lock; see the module docstring
+            yield
+            return
+        lock_path = self.store.local_path(f"{name}/.lock")
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         with open(lock_path, "a") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
@@ -270,8 +315,16 @@ class ModelRegistry:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
     def _append_event(self, name: str, event: dict[str, Any]) -> None:
-        line = json.dumps({"at": _now(), "model": name, **event}, sort_keys=True) + "\n"
-        fd = os.open(self._model_dir(name) / "events.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        at = _now()
+        if not self.store.is_local:  # one object per event; the key sorts by time
+            seq = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}"
+            body = json.dumps({"at": at, "model": name, "seq": seq, **event}, sort_keys=True)
+            self.store.write_text(f"{name}/events/{seq}.json", body)
+            return
+        line = json.dumps({"at": at, "model": name, **event}, sort_keys=True) + "\n"
+        fd = os.open(
+            self.store.local_path(f"{name}/events.jsonl"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644
+        )
         try:
             os.write(fd, line.encode())
             os.fsync(fd)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
-import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 from torch import nn
 
 from batch_assets.scoring.names import check_identifier, check_table, quote_table
@@ -25,6 +25,7 @@ from batch_assets.scoring.scorer import (
     check_columns,
     score_batches,
 )
+from batch_assets.scoring.store import Store
 
 RAW_TABLE = "raw.transactions"
 FEATURES_TABLE = "features.customer_daily"
@@ -156,25 +157,44 @@ def landing_dir(landing_root: Path, day: dt.date) -> Path:
     return landing_root / "transactions" / f"event_date={day.isoformat()}"
 
 
-def read_landing_day(landing_root: Path, day: dt.date) -> pa.Table:
-    """Read and validate one day of landing Parquet files against the raw contract."""
-    folder = landing_dir(landing_root, day)
-    if not folder.is_dir():
+def read_landing_day(landing_root: Path | Store, day: dt.date) -> pa.Table:
+    """Read and validate one day of landing Parquet files against the raw contract.
+
+    ``landing_root`` is a local folder or a :class:`Store` (local or ``s3://``). Each file is read and
+    checked on its own, so an error names the file (and the column) at fault: a missing day folder, a
+    truncated or corrupt file, a file with a missing column or a column of an incompatible type.
+    Files whose names start with ``.`` or ``_`` (temporary files, markers) are ignored.
+    """
+    store = landing_root if isinstance(landing_root, Store) else Store(landing_root)
+    rel = f"transactions/event_date={day.isoformat()}"
+    folder = store.describe(rel)
+    if not store.is_dir(rel):
         raise LandingError(f"no landing folder for {day}: {folder} does not exist")
-    try:
-        table = pads.dataset(folder, format="parquet").to_table()
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise LandingError(f"landing files for {day} in {folder} are unreadable: {exc}") from exc
-    for name, typ in RAW_COLUMNS.items():
-        if name not in table.column_names:
-            raise LandingError(f"landing files for {day} have no column {name!r} (has: {table.column_names})")
+    names = [n for n in store.list_files(rel) if not n.startswith((".", "_"))]
+    if not names:
+        raise LandingError(f"landing folder for {day} has no files: {folder}")
+    tables = []
+    for name in names:
+        where = store.describe(f"{rel}/{name}")
         try:
-            table = table.set_column(table.column_names.index(name), name, table.column(name).cast(typ))
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            raise LandingError(
-                f"landing column {name!r} for {day} has type {table.schema.field(name).type}, expected {typ}: {exc}"
-            ) from exc
-    return table.select(list(RAW_COLUMNS))
+            table = pq.read_table(store.path(f"{rel}/{name}"), filesystem=store.fs)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise LandingError(f"landing file {where} for {day} is not readable Parquet: {exc}") from exc
+        for column, typ in RAW_COLUMNS.items():
+            if column not in table.column_names:
+                raise LandingError(
+                    f"landing file {where} for {day} has no column {column!r} (has: {table.column_names})"
+                )
+            try:
+                cast = table.column(column).cast(typ)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise LandingError(
+                    f"landing column {column!r} in {where} for {day} has type "
+                    f"{table.schema.field(column).type}, expected {typ}: {exc}"
+                ) from exc
+            table = table.set_column(table.column_names.index(column), column, cast)
+        tables.append(table.select(list(RAW_COLUMNS)))
+    return pa.concat_tables(tables)
 
 
 def replace_raw_partition(con: duckdb.DuckDBPyConnection, day: dt.date, table: pa.Table) -> int:
