@@ -39,7 +39,7 @@ demo: install
 test: install test-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile
 
 test-fast: install
 	$(BIN)/pytest -m "not slow"

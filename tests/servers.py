@@ -240,7 +240,7 @@ def moto_s3(log_dir: Path) -> Iterator[str]:
     """Yields the endpoint URL of a fresh moto S3 server bound to 127.0.0.1."""
     server = Path(sys.executable).parent / "moto_server"
     if not server.exists():
-        pytest.skip("moto_server is not installed (moto[server])")
+        pytest.fail("moto_server is not installed: run `make install` (moto[server] is a dev dependency)")
     port = free_port()
     log = open(log_dir / "moto.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
@@ -281,7 +281,7 @@ def postgres15(db_name: str = "dagster") -> Iterator[dict[str, str]]:
     server runs as ``postgres``).
     """
     if not (PG_BIN / "initdb").exists():
-        pytest.skip("Postgres 15 server binaries are not installed (apt-get install postgresql-15)")
+        pytest.fail("Postgres 15 server binaries are not installed: run `make test-deps` (apt-get install postgresql-15)")
     root = Path(tempfile.mkdtemp(prefix="batch-assets-pg-"))
     if os.geteuid() == 0:
         shutil.chown(root, "postgres", "postgres")

@@ -3,12 +3,7 @@ from failure, it ends with every partition scored exactly once, finished partiti
 ever hitting DuckDB's file lock (its runs write different partitions at the same time, queued on the pool)."""
 
 import datetime as dt
-import os
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import dagster as dg
@@ -25,7 +20,8 @@ from batch_assets.scoring.warehouse import (
 )
 from batch_assets.settings import Settings
 from tests.conftest import write_artifact
-from tests.test_ui_e2e import REPO, free_port, graphql, launch
+from tests.servers import REPO, dagster_dev, graphql
+from tests.test_ui_e2e import launch
 
 SCORES = dg.AssetKey(["predictions", "risk_scores"])
 DAYS = [(dt.date(2026, 9, 1) + dt.timedelta(days=i)).isoformat() for i in range(30)]
@@ -61,43 +57,9 @@ def server(tmp_path_factory):
     artifact = write_artifact(settings.home.parent / "m.safetensors")
     registry.promote("risk_model", registry.register("risk_model", artifact).version)
     (settings.dagster_home / "dagster.yaml").write_text((REPO / "deployments/local/dagster.yaml").read_text())
-    port = free_port()
-    env = {
-        **os.environ,
-        "BATCH_ASSETS_HOME": str(settings.home),
-        "DAGSTER_HOME": str(settings.dagster_home),
-        "BATCH_ASSETS_EXECUTOR": "multiprocess",
-    }
-    log = open(settings.home / "dagster-dev.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "dagster"), "dev", "-h", "127.0.0.1", "-p", str(port)]
-        + ["-w", "workspace.yaml"],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2)
-                if graphql(port, "{ assetNodes { id } }")["assetNodes"]:
-                    break
-            except OSError:
-                assert proc.poll() is None, (settings.home / "dagster-dev.log").read_text()[-3000:]
-            assert time.time() < deadline, "dagster dev did not load the project within 120 s"
-            time.sleep(1)
+    env = {"BATCH_ASSETS_EXECUTOR": "multiprocess"}
+    with dagster_dev(settings.home, settings.dagster_home, env=env) as port:
         yield port, settings
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
 
 
 def status(port: int, backfill_id: str) -> str:
