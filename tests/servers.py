@@ -281,7 +281,9 @@ def postgres15(db_name: str = "dagster") -> Iterator[dict[str, str]]:
     server runs as ``postgres``).
     """
     if not (PG_BIN / "initdb").exists():
-        pytest.fail("Postgres 15 server binaries are not installed: run `make test-deps` (apt-get install postgresql-15)")
+        pytest.fail(
+            "Postgres 15 server binaries are not installed: run `make test-deps` (apt-get install postgresql-15)"
+        )
     root = Path(tempfile.mkdtemp(prefix="batch-assets-pg-"))
     if os.geteuid() == 0:
         shutil.chown(root, "postgres", "postgres")
