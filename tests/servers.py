@@ -225,16 +225,6 @@ def browse_ui(port: int, shots: Path, day: str) -> dict[str, str]:
 # -- scale-out servers: moto S3 and Postgres 15 --------------------------------------------------------
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-
-
 @contextlib.contextmanager
 def moto_s3(log_dir: Path) -> Iterator[str]:
     """Yields the endpoint URL of a fresh moto S3 server bound to 127.0.0.1."""
@@ -264,7 +254,7 @@ def moto_s3(log_dir: Path) -> Iterator[str]:
                 time.sleep(0.2)
         yield endpoint
     finally:
-        _stop(proc)
+        stop(proc, timeout=10)
         log.close()
 
 
