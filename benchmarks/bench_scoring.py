@@ -40,6 +40,10 @@ DAY = dt.date(2026, 9, 1)
 MODEL = "bench_model"
 FEATURES_TABLE = "features.bench"
 HIDDEN = (256, 256)
+# DuckDB's buffer pool caches every block it reads, up to 80% of RAM by default, so a process's RSS grows with
+# the table it scanned, not with what the scorer holds. The streaming methods run with the limit a deployment
+# sets through BATCH_ASSETS_DUCKDB_MEMORY_LIMIT.
+MEMORY_LIMIT = os.environ.get("BATCH_ASSETS_DUCKDB_MEMORY_LIMIT", "512MB")
 
 
 def _columns(n: int) -> list[str]:
@@ -164,7 +168,11 @@ def m_scorer(home: Path, rows: int, threads: int) -> dict:
     from batch_assets.scoring.scorer import ScoreStats, batch_rows_for, forward_rows_for, score_batches
 
     model, cols = _load_model(home)
-    con = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True, config={"threads": threads})
+    con = duckdb.connect(
+        str(home / "warehouse.duckdb"),
+        read_only=True,
+        config={"threads": threads, "memory_limit": MEMORY_LIMIT},
+    )
     t = time.perf_counter()
     reader = con.sql(
         f"SELECT entity_id, {', '.join(cols)} FROM {FEATURES_TABLE} WHERE partition_date = $day",
@@ -192,7 +200,9 @@ def m_scorer_write(home: Path, rows: int, threads: int) -> dict:
     from batch_assets.scoring.warehouse import replace_predictions_partition
 
     model, cols = _load_model(home)
-    con = duckdb.connect(str(home / "warehouse.duckdb"), config={"threads": threads})
+    con = duckdb.connect(
+        str(home / "warehouse.duckdb"), config={"threads": threads, "memory_limit": MEMORY_LIMIT}
+    )
     t = time.perf_counter()
     stats = replace_predictions_partition(
         con,
@@ -218,7 +228,13 @@ def _partition(home: Path, rows: int, threads: int, checks: bool) -> dict:
 
     from batch_assets.checks import build_checks
     from batch_assets.predictions import ScoredDatasetSpec, build_scored_asset
-    from resources import ComputeResource, ModelRegistryResource, WarehouseResource
+    from resources import (
+        ComputeResource,
+        LakeResource,
+        MetricsResource,
+        ModelRegistryResource,
+        WarehouseResource,
+    )
 
     spec = ScoredDatasetSpec(
         name="bench_scores",
@@ -233,9 +249,13 @@ def _partition(home: Path, rows: int, threads: int, checks: bool) -> dict:
     if checks:
         targets += [c for c in build_checks(spec) if spec.asset_key in {k.asset_key for k in c.check_keys}]
     resources = {
-        "warehouse": WarehouseResource(database=str(home / "warehouse.duckdb"), threads=threads),
+        "warehouse": WarehouseResource(
+            database=str(home / "warehouse.duckdb"), threads=threads, memory_limit=MEMORY_LIMIT
+        ),
         "model_registry": ModelRegistryResource(root=str(home / "registry")),
         "compute": ComputeResource(torch_threads=threads),
+        "lake": LakeResource(uri=""),  # no Parquet copy
+        "metrics": MetricsResource(),  # no Pushgateway
     }
     with dg.DagsterInstance.ephemeral() as instance:
         t = time.perf_counter()
