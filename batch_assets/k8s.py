@@ -30,6 +30,8 @@ SCORING_K8S_CONFIG: dict[str, Any] = {
             "requests": {"cpu": "2", "memory": "4Gi"},
             "limits": {"cpu": "4", "memory": "8Gi"},
         },
+        # a CPU limit is a quota, not an affinity: torch would start one thread per node core
+        "env": [{"name": "BATCH_ASSETS_TORCH_THREADS", "value": "4"}],
     },
     "pod_template_spec_metadata": {"labels": {"batch-assets/step": "scoring"}},
     "job_spec_config": {"backoff_limit": 0, "ttl_seconds_after_finished": 3600},
@@ -51,7 +53,12 @@ def gpu_scoring_override(node_selector: dict[str, str] | None = None) -> dict[st
             "resources": {
                 "requests": {"cpu": "2", "memory": "8Gi"},
                 "limits": {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "1"},
-            }
+            },
+            # cuda when the image's torch sees the GPU; a CPU-only image still scores, on CPU
+            "env": [
+                {"name": "BATCH_ASSETS_TORCH_THREADS", "value": "4"},
+                {"name": "BATCH_ASSETS_DEVICE", "value": "auto"},
+            ],
         },
         "pod_spec_config": {
             "node_selector": node_selector or DEFAULT_GPU_NODE_SELECTOR,

@@ -17,8 +17,9 @@ class ComputeResource(dg.ConfigurableResource):
     """Scoring compute, set explicitly rather than left to library defaults.
 
     ``device="auto"`` picks CUDA when ``torch.cuda.is_available()``; the code runs on CPU without a GPU.
-    ``torch_threads=0`` uses every core this process may run on (its CPU affinity, which containers and
-    Kubernetes CPU limits set), not the host's core count.
+    ``torch_threads=0`` uses every core this process may run on (its CPU affinity, which cpusets set), not
+    the host's core count. A Kubernetes CPU limit is a quota, not an affinity: set ``torch_threads``
+    (``BATCH_ASSETS_TORCH_THREADS``) to it there, or torch oversubscribes the quota.
     """
 
     device: str = Field(default="cpu", description="cpu, cuda or auto (cuda when available).")
