@@ -23,6 +23,11 @@ LAKE_URI_ENV = "BATCH_ASSETS_LAKE_URI"
 S3_ENDPOINT_ENV = "BATCH_ASSETS_S3_ENDPOINT"
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity, which cpusets set), not the host's core count."""
+    return len(os.sched_getaffinity(0))
+
+
 @dataclass(frozen=True)
 class Settings:
     """Paths of the embedded default deployment, all under ``home``, and the run executor.

@@ -7,7 +7,7 @@ from typing import Any
 
 import dagster as dg
 
-from batch_assets.settings import S3_ENDPOINT_ENV, Settings
+from batch_assets.settings import S3_ENDPOINT_ENV, Settings, available_cpus
 from resources.compute import ComputeResource
 from resources.lake import LakeResource
 from resources.landing import LandingResource
@@ -41,7 +41,7 @@ def build_resources(settings: Settings) -> dict[str, Any]:
     return {
         "warehouse": WarehouseResource(
             database=str(settings.warehouse),
-            threads=settings.duckdb_threads or len(os.sched_getaffinity(0)),
+            threads=settings.duckdb_threads or available_cpus(),
             memory_limit=settings.duckdb_memory_limit,
         ),
         "model_registry": ModelRegistryResource(root=settings.registry_location, **s3),

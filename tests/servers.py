@@ -55,6 +55,21 @@ def stop(proc: subprocess.Popen, timeout: float = 20) -> None:
             proc.wait()
 
 
+def wait_until_ready(url: str, proc: subprocess.Popen, log: Path, what: str, timeout: float = 30) -> None:
+    """Poll ``url`` until it answers; fail with the server's log if it exits or the timeout passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=1).close()  # noqa: S310 - loopback
+            return
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"{what} did not start: {log.read_text(errors='replace')[-2000:]}"
+                ) from None
+            time.sleep(0.2)
+
+
 @contextmanager
 def pushgateway(log: Path) -> Iterator[str]:
     """A Pushgateway on 127.0.0.1 and a free port, without persistence; yields its URL."""
@@ -69,15 +84,7 @@ def pushgateway(log: Path) -> Iterator[str]:
         )
         url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.time() + 20
-            while True:
-                try:
-                    urllib.request.urlopen(f"{url}/-/ready", timeout=1)
-                    break
-                except OSError:
-                    assert proc.poll() is None, log.read_text()[-2000:]
-                    assert time.time() < deadline, "the Pushgateway did not become ready within 20 s"
-                    time.sleep(0.2)
+            wait_until_ready(f"{url}/-/ready", proc, log, "the Pushgateway", timeout=20)
             yield url
         finally:
             stop(proc)
@@ -241,17 +248,7 @@ def moto_s3(log_dir: Path) -> Iterator[str]:
     )
     endpoint = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).close()  # noqa: S310 - loopback
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"moto_server did not start: {(log_dir / 'moto.log').read_text()}"
-                    ) from None
-                time.sleep(0.2)
+        wait_until_ready(f"{endpoint}/moto-api/", proc, log_dir / "moto.log", "moto_server")
         yield endpoint
     finally:
         stop(proc, timeout=10)

@@ -13,6 +13,7 @@ partition in memory before the first row is scored.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -37,10 +38,12 @@ class SchemaError(ValueError):
     """The feature input does not have the columns the model declares."""
 
 
+@functools.cache
 def _odd_weights(seed: int, n: int) -> np.ndarray:
-    return np.random.default_rng(seed).integers(1, 2**62, size=n, dtype=np.uint64) * np.uint64(2) + np.uint64(
-        1
-    )
+    """Fixed odd 64-bit multipliers of the row digest, made once per width rather than per batch."""
+    w = np.random.default_rng(seed).integers(1, 2**62, size=n, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+    w.setflags(write=False)
+    return w
 
 
 _M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
