@@ -20,8 +20,6 @@ from batch_assets.scoring.registry import ModelNotFound
 from partitions import FEATURE_WINDOW_DAYS
 from resources import MetricsResource, ModelRegistryResource, WarehouseResource
 
-# Checks read the same DuckDB file the assets write: they share the assets' pool.
-POOL = "duckdb_warehouse"
 SEVERITY = {"error": dg.AssetCheckSeverity.ERROR, "warn": dg.AssetCheckSeverity.WARN}
 
 
@@ -134,7 +132,6 @@ def build_checks(spec: ScoredDatasetSpec) -> list[dg.AssetChecksDefinition]:
         retry_policy=RETRY_POLICY,
         asset=preds,
         name="completeness",
-        pool=POOL,
         blocking=True,
         partitions_def=part,
         description="Every feature row is scored exactly once or dead-lettered with a reason; no "
@@ -162,7 +159,6 @@ def build_checks(spec: ScoredDatasetSpec) -> list[dg.AssetChecksDefinition]:
         retry_policy=RETRY_POLICY,
         asset=preds,
         name="dead_letters",
-        pool=POOL,
         blocking=True,
         partitions_def=part,
         description=f"At most {spec.max_dead_letter_fraction:.0%} of the feature rows are "
@@ -189,7 +185,6 @@ def build_checks(spec: ScoredDatasetSpec) -> list[dg.AssetChecksDefinition]:
         retry_policy=RETRY_POLICY,
         asset=preds,
         name="validity",
-        pool=POOL,
         blocking=True,
         partitions_def=part,
         description="Scores are finite and inside the output range the model's manifest declares.",
@@ -225,7 +220,6 @@ def build_checks(spec: ScoredDatasetSpec) -> list[dg.AssetChecksDefinition]:
         retry_policy=RETRY_POLICY,
         asset=preds,
         name="provenance",
-        pool=POOL,
         blocking=True,
         partitions_def=part,
         description="Every row carries the model version and run id of this materialization, and "
@@ -268,7 +262,6 @@ def build_checks(spec: ScoredDatasetSpec) -> list[dg.AssetChecksDefinition]:
         retry_policy=RETRY_POLICY,
         asset=preds,
         name="score_drift",
-        pool=POOL,
         partitions_def=part,
         description=f"PSI and KS of the scores against the model's reference scores: warn above PSI "
         f"{spec.score_drift.psi_warn}, error above {spec.score_drift.psi_error}; fewer than "
@@ -307,7 +300,6 @@ def build_checks(spec: ScoredDatasetSpec) -> list[dg.AssetChecksDefinition]:
         retry_policy=RETRY_POLICY,
         asset=spec.features_asset,
         name="feature_drift",
-        pool=POOL,
         partitions_def=part,
         description=f"Per-column PSI/KS of the features against the reference in the "
         f"{spec.model_alias} model's manifest (warn only).",
@@ -350,7 +342,6 @@ def build_checks(spec: ScoredDatasetSpec) -> list[dg.AssetChecksDefinition]:
             retry_policy=RETRY_POLICY,
             asset=spec.features_asset,
             name="contract",
-            pool=POOL,
             blocking=True,
             partitions_def=part,
             description="The pandera contract of the feature table (columns, dtypes, nullability, "

@@ -86,8 +86,7 @@ def build_file_features_asset(dataset: ScoredDataset) -> dg.AssetsDefinition:
         key=spec.features_asset,
         group_name="features",
         partitions_def=spec.partitions_def,
-        pool="duckdb_warehouse",
-        kinds={"duckdb", "parquet"},
+        kinds={"deltalake", "parquet"},
         description=(
             f"{features.table}: {features.key} and {len(columns)} feature columns of each partition, loaded "
             f"from the Parquet files in {features.files} (relative to {base}); built from {dataset.path.name}."
@@ -121,12 +120,14 @@ def build_file_features_asset(dataset: ScoredDataset) -> dg.AssetsDefinition:
         with warehouse.connect() as con, permanent_errors():
             n = replace_feature_partition(
                 con,
+                warehouse.lake(),
                 table=features.table,
                 key=features.key,
                 columns=columns,
                 partition_type=spec.partition_type,
                 value=value,
                 rows=rows,
+                metadata={"run_id": context.run.run_id, "folder": str(folder)},
             )
         context.log.info("features %s: %d rows from %s", key, n, folder)
         return dg.MaterializeResult(

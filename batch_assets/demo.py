@@ -12,16 +12,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pyarrow.dataset as pads
 
 from batch_assets.local_runs import QUIET, RunFailed, open_instance, run_partitions
 from batch_assets.scoring import demo_data, training
-from batch_assets.scoring.registry import ModelNotFound, ModelRegistry
+from batch_assets.scoring.registry import ModelNotFound
 from batch_assets.scoring.warehouse import FEATURE_COLUMNS
 from batch_assets.settings import Settings
 from partitions import FEATURE_WINDOW_DAYS
+from resources import shell_resources
 
 MODEL_NAME = "risk_model"
 TRAIN_DAYS = 21
@@ -47,7 +47,8 @@ def training_days(cfg: demo_data.DemoConfig) -> list[dt.date]:
 
 def train_and_register(settings: Settings, train_days: list[dt.date], say: Callable[[str], None]) -> str:
     """Train the demo model on ``train_days`` of features and labels, register it, promote it to champion."""
-    registry = ModelRegistry(settings.registry)
+    resources = shell_resources(settings)
+    registry = resources["model_registry"].get_registry()
     try:
         champion = registry.resolve(MODEL_NAME, "champion")
         say(f"model {MODEL_NAME} already has champion version {champion.version}; not retraining")
@@ -59,7 +60,7 @@ def train_and_register(settings: Settings, train_days: list[dt.date], say: Calla
         format="parquet",
     ).to_table()
     cols = ", ".join(f"f.{c}" for c in FEATURE_COLUMNS)
-    with duckdb.connect(str(settings.warehouse), read_only=True) as con:
+    with resources["warehouse"].connect() as con:
         con.register("labels", labels)
         rows = con.execute(
             f"""SELECT {cols}, coalesce(l.is_fraud, false) AS y
@@ -115,7 +116,7 @@ def run_demo(settings: Settings, cfg: demo_data.DemoConfig, say: Callable[[str],
             raise RunFailed("observing models/risk_model failed")
         say(f"materializing predictions/risk_scores and predictions/risk_summary for {len(keys)} days")
         run_partitions(defs, instance, "score_daily", keys)
-    with duckdb.connect(str(settings.warehouse), read_only=True) as con:
+    with shell_resources(settings)["warehouse"].connect() as con:
         preds = con.execute(
             "SELECT count(*) FROM predictions.risk_scores WHERE partition_date BETWEEN $a AND $b",
             {"a": cfg.dates[0], "b": cfg.dates[-1]},

@@ -25,8 +25,7 @@ def window_start(partition_key: str) -> str:
     group_name="features",
     partitions_def=daily_partitions,
     deps=[dg.AssetDep(raw_transactions, partition_mapping=trailing_feature_window)],
-    pool="duckdb_warehouse",
-    kinds={"duckdb", "sql"},
+    kinds={"deltalake", "duckdb", "sql"},
     owners=["team:data-platform"],
     description=(
         "One row per customer and day: spend, velocity, night/online/foreign activity over day D, 7 and 30 "
@@ -46,7 +45,7 @@ def customer_daily_features(
     day = parse_partition_date(context.partition_key)
     start = parse_partition_date(window_start(context.partition_key))
     with warehouse.connect() as con:
-        rows = replace_features_partition(con, day, start)
+        rows = replace_features_partition(con, warehouse.lake(), day, start, {"run_id": context.run.run_id})
     context.log.info("features %s: %d entities from raw %s..%s", day, rows, start, day)
     return dg.MaterializeResult(
         metadata={

@@ -37,7 +37,6 @@ from batch_assets.scoring.warehouse import replace_predictions_partition, replac
 from partitions import DAILY_START_DATE, daily_partitions
 from resources import (
     ComputeResource,
-    LakeResource,
     MetricsResource,
     ModelRegistryResource,
     WarehouseResource,
@@ -46,6 +45,10 @@ from resources import (
 # Run tags that pin the model of a run; a run that carries them never re-resolves the alias.
 MODEL_VERSION_TAG = "batch-assets/model_version"
 MODEL_SHA_TAG = "batch-assets/model_sha256"
+# The pool of scoring steps: its limit (dagster.yaml, `concurrency.pools`) is how many partitions are scored
+# at once, i.e. the number of scoring processes or pods. Writes need no pool: the lake takes concurrent
+# writers.
+SCORING_POOL = "scoring"
 
 
 @dataclass(frozen=True)
@@ -195,9 +198,9 @@ def build_scored_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
         group_name=spec.group_name,
         partitions_def=spec.partitions_def,
         deps=[spec.features_asset, spec.model_asset_key],
-        pool="duckdb_warehouse",
+        pool=SCORING_POOL,  # sizes parallel scoring (limit set in dagster.yaml); not a writer lock
         op_tags=scoring_op_tags(),  # pod resources under k8s_job_executor (batch_assets/k8s.py)
-        kinds={"duckdb", "pytorch"},
+        kinds={"deltalake", "pytorch"},
         owners=["team:ml"],
         # a backfill scores up to backfill_chunk partitions per run, loading the model once per run
         backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=spec.backfill_chunk),
@@ -214,7 +217,6 @@ def build_scored_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
         model_registry: ModelRegistryResource,
         compute: ComputeResource,
         metrics: MetricsResource,
-        lake: LakeResource,
     ) -> dg.MaterializeResult:
         watch = Stopwatch()
         device = compute.setup()
@@ -236,11 +238,13 @@ def build_scored_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
             load_s,
         )
         done: list[tuple[dt.date, ScoreStats, float]] = []
+        lake = warehouse.lake()
         with warehouse.connect() as con, permanent_errors():
-            for day in days:  # each partition in its own transaction
+            for day in days:  # each partition in its own commits
                 part_watch = Stopwatch()
                 stats = replace_predictions_partition(
                     con,
+                    lake,
                     day=day,
                     module=module,
                     features_table=spec.features_table,
@@ -249,6 +253,7 @@ def build_scored_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
                     output_table=spec.output_table,
                     model_name=spec.model_name,
                     model_version=info.version,
+                    model_sha256=info.sha256,
                     run_id=context.run.run_id,
                     scored_at=dt.datetime.now(dt.UTC).replace(tzinfo=None),
                     dead_letter_table=spec.dead_letter_table,
@@ -258,7 +263,6 @@ def build_scored_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
                     device=str(device),
                     partition_type=spec.partition_type,
                 )
-                lake.export(con, spec.output_table, day, context.run.run_id)  # optional Parquet copy, atomic
                 done.append((day, stats, part_watch.seconds))
             report = (  # a drift table and the score distribution plot, for a run of one partition
                 score_report(
@@ -338,8 +342,7 @@ def build_summary_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
         group_name=spec.group_name,
         partitions_def=spec.partitions_def,
         deps=[spec.asset_key],
-        pool="duckdb_warehouse",
-        kinds={"duckdb"},
+        kinds={"deltalake"},
         owners=["team:risk"],
         backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=spec.backfill_chunk),
         description=(
@@ -354,6 +357,7 @@ def build_summary_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
                 rows.append(
                     replace_summary_partition(
                         con,
+                        warehouse.lake(),
                         day=spec.partition_value(key),
                         predictions_table=spec.output_table,
                         high_risk_threshold=high_risk_threshold,

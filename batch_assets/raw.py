@@ -1,4 +1,4 @@
-"""Stage 1, raw: landing Parquet files of one day loaded into ``raw.transactions``."""
+"""Stage 1, raw: landing Parquet files of one day loaded into the Delta table ``raw.transactions``."""
 
 import dagster as dg
 
@@ -15,12 +15,11 @@ from resources import LandingResource, WarehouseResource
     key=["raw", "transactions"],
     group_name="raw",
     partitions_def=daily_partitions,
-    pool="duckdb_warehouse",
-    kinds={"duckdb", "parquet"},
+    kinds={"deltalake", "parquet"},
     owners=["team:data-platform"],
     description=(
         "Card transactions of one day, loaded from landing/transactions/event_date=YYYY-MM-DD/*.parquet into "
-        "raw.transactions. The day is replaced in one transaction; files that break the contract fail the "
+        "the Delta table raw.transactions. The day is replaced in one commit; files that break the contract fail the "
         "partition with a message naming the column."
     ),
 )
@@ -32,7 +31,7 @@ def raw_transactions(
     with permanent_errors():
         table = read_landing_day(landing.store(), day)
     with warehouse.connect() as con, permanent_errors():
-        rows = replace_raw_partition(con, day, table)
+        rows = replace_raw_partition(con, warehouse.lake(), day, table, {"run_id": context.run.run_id})
     context.log.info("raw %s: %d transactions loaded", day, rows)
     return dg.MaterializeResult(
         metadata={

@@ -32,9 +32,10 @@ def available_cpus() -> int:
 class Settings:
     """Paths of the embedded default deployment, all under ``home``, and the run executor.
 
-    The embedded default runs every step of a run in one process (``in_process``): DuckDB admits one
-    writing process per file, so separate step processes would only queue on its lock. ``k8s`` runs one
-    pod per step (``k8s_job_executor``, README "Scaling out").
+    The embedded default runs every step of a run in one process (``in_process``), which saves a process
+    start per step; ``multiprocess`` runs steps in parallel processes and ``k8s`` one pod per step
+    (``k8s_job_executor``, docs/deployment.md). Every table is a Delta table in the lake, which takes
+    concurrent writers of different partitions in all three.
     """
 
     home: Path
@@ -56,6 +57,7 @@ class Settings:
     registry_uri: str | None = None
     landing_uri: str | None = None
     lake_uri: str | None = None
+    lake_retention_hours: int = 168  # BATCH_ASSETS_LAKE_RETENTION_HOURS: history kept by `vacuum`
     k8s_scoring_gpu: bool = (
         False  # BATCH_ASSETS_K8S_SCORING_GPU=1: scoring pods on the GPU pool (batch_assets/k8s.py)
     )
@@ -89,13 +91,20 @@ class Settings:
             registry_uri=os.environ.get(REGISTRY_URI_ENV) or None,
             landing_uri=os.environ.get(LANDING_URI_ENV) or None,
             lake_uri=os.environ.get(LAKE_URI_ENV) or None,
+            lake_retention_hours=int(os.environ.get("BATCH_ASSETS_LAKE_RETENTION_HOURS", "168")),
             k8s_scoring_gpu=os.environ.get("BATCH_ASSETS_K8S_SCORING_GPU", "") in ("1", "true", "yes"),
             k8s_gpu_node_selector=os.environ.get("BATCH_ASSETS_K8S_GPU_NODE_SELECTOR") or None,
         )
 
     @property
-    def warehouse(self) -> Path:
-        return self.home / "warehouse.duckdb"
+    def lake(self) -> Path:
+        """The embedded default lake root: one Delta table per folder ``<schema>/<table>``."""
+        return self.home / "lake"
+
+    @property
+    def lake_location(self) -> str:
+        """The lake the resources and the CLI use: ``BATCH_ASSETS_LAKE_URI`` or ``lake``."""
+        return self.lake_uri or str(self.lake)
 
     @property
     def registry(self) -> Path:
@@ -123,7 +132,7 @@ class Settings:
         return self.home / "dagster_home"
 
     def ensure(self) -> Settings:
-        for path in (self.home, self.registry, self.landing, self.dagster_home):
+        for path in (self.home, self.registry, self.landing, self.lake, self.dagster_home):
             path.mkdir(parents=True, exist_ok=True)
         return self
 

@@ -3,9 +3,8 @@
 This is a top-level package of this repository (not the PyPI distribution of the same name).
 """
 
-from resources.builder import build_resources
+from resources.builder import build_resources, shell_resources
 from resources.compute import ComputeResource
-from resources.lake import LakeResource
 from resources.landing import LandingResource
 from resources.metrics import MetricsResource
 from resources.object_store import ObjectStoreResource
@@ -14,11 +13,11 @@ from resources.warehouse import WarehouseResource
 
 __all__ = [
     "ComputeResource",
-    "LakeResource",
     "LandingResource",
     "MetricsResource",
     "ModelRegistryResource",
     "ObjectStoreResource",
     "WarehouseResource",
     "build_resources",
+    "shell_resources",
 ]

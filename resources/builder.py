@@ -9,7 +9,6 @@ import dagster as dg
 
 from batch_assets.settings import S3_ENDPOINT_ENV, Settings, available_cpus
 from resources.compute import ComputeResource
-from resources.lake import LakeResource
 from resources.landing import LandingResource
 from resources.metrics import MetricsResource
 from resources.registry import ModelRegistryResource
@@ -19,34 +18,44 @@ from resources.warehouse import WarehouseResource
 # process, never stored in run config or shown in the UI) when the variable is set where definitions load.
 S3_ENV = {
     "endpoint_url": S3_ENDPOINT_ENV,
-    "region_name": "AWS_REGION",
+    "region_name": ("AWS_REGION", "AWS_DEFAULT_REGION"),
     "aws_access_key_id": "AWS_ACCESS_KEY_ID",
     "aws_secret_access_key": "AWS_SECRET_ACCESS_KEY",
+    "aws_session_token": "AWS_SESSION_TOKEN",
 }
 
 
-def s3_fields(settings: Settings) -> dict[str, Any]:
-    """The S3 fields of ``ObjectStoreResource`` (inherited by the registry, landing and lake resources) as
-    ``EnvVar``s; none when nothing is on S3, so the embedded default reads no AWS variable."""
+def s3_fields(settings: Settings, *, resolve: bool = False) -> dict[str, Any]:
+    """The S3 fields of the registry, landing and warehouse resources as ``EnvVar``s (or, with ``resolve``,
+    the variables' values, for resources used directly by a shell command); none when nothing is on S3,
+    so the embedded default reads no AWS variable."""
     if not settings.uses_s3:
         return {}
-    return {field: dg.EnvVar(var) for field, var in S3_ENV.items() if os.environ.get(var)}
+    fields = {}
+    for field, names in S3_ENV.items():
+        set_names = [n for n in ((names,) if isinstance(names, str) else names) if os.environ.get(n)]
+        if set_names:
+            fields[field] = os.environ[set_names[0]] if resolve else dg.EnvVar(set_names[0])
+    return fields
 
 
-def build_resources(settings: Settings) -> dict[str, Any]:
-    """Resources of the embedded default (a DuckDB file, a local registry and a local landing folder), with
-    the registry, the landing zone and the optional lake moved to S3 by ``BATCH_ASSETS_*_URI``, and, when
-    configured, a Prometheus Pushgateway."""
-    s3 = s3_fields(settings)
+def build_resources(settings: Settings, *, for_shell: bool = False) -> dict[str, Any]:
+    """Resources of the embedded default (a lake folder read through DuckDB, a local registry and a local
+    landing folder), with the lake, the registry and the landing zone moved to S3 by
+    ``BATCH_ASSETS_*_URI``, and, when configured, a Prometheus Pushgateway.
+
+    Runs bind secrets as ``EnvVar`` (read in the run process, never stored); ``for_shell`` gives the CLI
+    the same resources with the values read from its own environment (see :func:`shell_resources`)."""
+    s3 = s3_fields(settings, resolve=for_shell)
     return {
         "warehouse": WarehouseResource(
-            database=str(settings.warehouse),
+            lake_uri=settings.lake_location,
             threads=settings.duckdb_threads or available_cpus(),
             memory_limit=settings.duckdb_memory_limit,
+            **(s3 if settings.lake_location.startswith("s3://") else {}),
         ),
         "model_registry": ModelRegistryResource(root=settings.registry_location, **s3),
         "landing": LandingResource(root=settings.landing_location, **s3),
-        "lake": LakeResource(uri=settings.lake_uri or "", **s3),
         "compute": ComputeResource(
             device=settings.device,
             torch_threads=settings.torch_threads,
@@ -54,3 +63,9 @@ def build_resources(settings: Settings) -> dict[str, Any]:
         ),
         "metrics": MetricsResource(pushgateway_url=settings.pushgateway_url),
     }
+
+
+def shell_resources(settings: Settings) -> dict[str, Any]:
+    """The resources of :func:`build_resources` for shell commands (the CLI, the demo): the registry, the
+    lake and the landing zone the runs use, reached with the same settings."""
+    return build_resources(settings, for_shell=True)

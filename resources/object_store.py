@@ -24,6 +24,7 @@ class ObjectStoreResource(dg.ConfigurableResource):
     region_name: str | None = Field(default=None, description="S3 region.")
     aws_access_key_id: str | None = Field(default=None, description="Access key id (from an EnvVar).")
     aws_secret_access_key: str | None = Field(default=None, description="Secret key (from an EnvVar).")
+    aws_session_token: str | None = Field(default=None, description="STS session token (from an EnvVar).")
 
     def s3_options(self) -> S3Options:
         return S3Options(
@@ -31,6 +32,7 @@ class ObjectStoreResource(dg.ConfigurableResource):
             region=self.region_name or None,
             access_key_id=self.aws_access_key_id or None,
             secret_access_key=self.aws_secret_access_key or None,
+            session_token=self.aws_session_token or None,
         )
 
     def store_at(self, uri: str) -> Store:

@@ -1,59 +1,78 @@
-"""The warehouse: a DuckDB file through dagster-duckdb, with the storage contracts created on connect."""
+"""The warehouse: DuckDB (through dagster-duckdb) as the SQL engine over the Delta tables of the lake.
+
+DuckDB holds no data here: each connection is in memory, with every lake table registered as a view over
+its Delta table (``batch_assets.storage.lake``). Writes go to the lake as one Delta commit per partition,
+so any number of processes and pods read and write at once; there is no file lock and no writer pool.
+Storage options and credentials for ``s3://`` lakes use dagster-deltalake's ``S3Config``; every secret is
+bound as a ``dg.EnvVar`` by the builder, so it is read in the run process and never stored.
+"""
 
 from __future__ import annotations
 
-import time
+import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import duckdb
+from dagster_deltalake import S3Config
+from dagster_deltalake.config import ClientConfig
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
-from batch_assets.scoring.warehouse import ensure_schema
+from batch_assets.scoring.warehouse import connect_lake
+from batch_assets.storage.lake import Lake
 
 
 class WarehouseResource(DuckDBResource):
-    """DuckDB connections with the contract tables present.
+    """DuckDB connections with every table of the lake at ``lake_uri`` registered."""
 
-    ``get_connection`` is overridden because dagster-duckdb 0.29's closes the connection only when the
-    block exits normally: after a failed step the file stayed open (and locked against other processes)
-    until garbage collection. This one always closes, and retries opening while another process holds the
-    file's write lock.
-    """
-
+    database: str = Field(default=":memory:", description="DuckDB database; in memory: the lake holds the data.")
+    lake_uri: str = Field(description="Lake root: a local folder or s3://bucket/prefix.")
     threads: int | None = Field(default=None, description="DuckDB worker threads; default: all cores.")
-    lock_retries: int = Field(default=10, description="Attempts to open a file locked by another process.")
     memory_limit: str | None = Field(
         default=None,
-        description="DuckDB memory_limit (e.g. '1GB'): caps its buffer pool, which otherwise caches every "
-        "block read up to 80% of RAM; default: DuckDB's own.",
+        description="DuckDB memory_limit (e.g. '1GB'): caps its buffer pool; default: DuckDB's own.",
     )
+    endpoint_url: str | None = Field(default=None, description="S3 API endpoint (MinIO, moto, ...).")
+    region_name: str | None = Field(default=None, description="S3 region.")
+    aws_access_key_id: str | None = Field(default=None, description="Access key id (from an EnvVar).")
+    aws_secret_access_key: str | None = Field(default=None, description="Secret key (from an EnvVar).")
+    aws_session_token: str | None = Field(default=None, description="STS session token (from an EnvVar).")
+
+    def storage_options(self) -> dict[str, str]:
+        """delta-rs storage options for the lake, through dagster-deltalake's config (none for a folder)."""
+        if not self.lake_uri.startswith("s3://"):
+            return {}
+        s3 = S3Config(
+            access_key_id=self.aws_access_key_id or None,
+            secret_access_key=self.aws_secret_access_key or None,
+            token=self.aws_session_token or None,
+            region=self.region_name or None,
+            endpoint=self.endpoint_url or None,
+        ).str_dict()
+        s3.pop("provider", None)
+        client = ClientConfig(allow_http=(self.endpoint_url or "").startswith("http://") or None).str_dict()
+        return {**s3, **client}
+
+    def lake(self) -> Lake:
+        return Lake(self.lake_uri, self.storage_options())
 
     @contextmanager
     def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        config = {"custom_user_agent": "dagster", **self.connection_config}
-        delay = 0.1
-        for attempt in range(self.lock_retries + 1):
-            try:
-                conn = duckdb.connect(self.database, read_only=False, config=config)
-                break
-            except duckdb.IOException:
-                if attempt == self.lock_retries:
-                    raise
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        # dagster-duckdb 0.29's closes the connection only when the block exits normally; this one always does
+        conn = duckdb.connect(self.database, config={"custom_user_agent": "dagster", **self.connection_config})
         try:
             yield conn
         finally:
             conn.close()
 
     @contextmanager
-    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+    def connect(self, as_of: int | dt.datetime | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection with every lake table registered (as of ``as_of``, a version or a time, if given)."""
         with self.get_connection() as con:
             if self.threads:
                 con.execute("SET threads = $n", {"n": self.threads})
             if self.memory_limit:
                 con.execute("SET memory_limit = $m", {"m": self.memory_limit})
-            ensure_schema(con)
+            connect_lake(con, self.lake(), as_of)
             yield con

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 from pathlib import Path
 
 import dagster as dg
@@ -82,3 +83,58 @@ def instance():
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
+
+
+def lake_connection(settings: Settings):
+    """A DuckDB connection with every lake table of ``settings`` registered, as the CLI opens it."""
+    from resources import shell_resources
+
+    return shell_resources(settings)["warehouse"].connect()
+
+
+def drop_lake_column(settings: Settings, table: str, column: str) -> None:
+    """Break a lake table's schema as an upstream tool would: rewrite it without ``column``."""
+    from deltalake import write_deltalake
+
+    from resources import shell_resources
+
+    lake = shell_resources(settings)["warehouse"].lake()
+    data = lake.table(table).to_pyarrow_table().drop_columns([column])
+    write_deltalake(
+        lake.uri(table), data, mode="overwrite", schema_mode="overwrite", partition_by=["partition_date"]
+    )
+
+
+_DML = re.compile(
+    r"^\s*(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM|ALTER\s+TABLE)\s+([a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*)", re.I
+)
+
+
+def lake_sql(settings: Settings, statement: str, params=()) -> list[tuple]:
+    """Run ``statement`` over the lake. A statement that changes a table (INSERT, UPDATE, DELETE, ALTER)
+    rewrites that whole table as a new Delta version, as another tool editing the table would."""
+    from deltalake import write_deltalake
+
+    from resources import shell_resources
+
+    warehouse = shell_resources(settings)["warehouse"]
+    m = _DML.match(statement)
+    with warehouse.connect() as con:
+        if not m:
+            return con.execute(statement, list(params)).fetchall()
+        table = m.group(1)
+        schema, name = table.split(".")
+        con.execute(f"CREATE TABLE _copy AS SELECT * FROM {table}")
+        con.execute(f'DROP VIEW "{schema}"."{name}"')
+        con.execute(f"CREATE TABLE {table} AS SELECT * FROM _copy")
+        con.execute(statement, list(params))
+        data = con.sql(f"SELECT * FROM {table}").to_arrow_table()
+    lake = warehouse.lake()
+    write_deltalake(
+        lake.uri(table),
+        data,
+        mode="overwrite",
+        schema_mode="overwrite",
+        partition_by=lake.table(table).metadata().partition_columns,
+    )
+    return []

@@ -3,7 +3,6 @@
 import shutil
 
 import dagster as dg
-import duckdb
 import numpy as np
 import pytest
 
@@ -17,7 +16,7 @@ from batch_assets.scoring.training import export_model
 from batch_assets.scoring.warehouse import FEATURE_COLUMNS
 from batch_assets.settings import Settings
 from resources import build_resources
-from tests.conftest import make_model
+from tests.conftest import lake_connection, lake_sql, make_model
 
 DAYS = 32  # the last two days have a full 30-day feature window, so drift is judged
 LAST = "2026-10-02"
@@ -38,7 +37,7 @@ def base_home(tmp_path_factory):
             assert job.execute_in_process(
                 instance=instance, partition_key=day.isoformat(), run_config=QUIET
             ).success
-    with duckdb.connect(str(settings.warehouse), read_only=True) as con:
+    with lake_connection(settings) as con:
         ref = con.execute(
             f"SELECT {', '.join(FEATURE_COLUMNS)} FROM features.customer_daily "
             "WHERE partition_date = DATE '2026-10-01'"
@@ -85,8 +84,7 @@ def evals(result) -> dict[str, dg.AssetCheckEvaluation]:
 
 
 def sql(settings, statement, params=()):
-    with duckdb.connect(str(settings.warehouse)) as con:
-        return con.execute(statement, list(params)).fetchall()
+    return lake_sql(settings, statement, params)
 
 
 def md(evaluation, key):

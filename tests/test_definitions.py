@@ -45,7 +45,8 @@ def test_feature_window_is_thirty_days_clipped_at_the_start():
 
 def test_every_resource_is_bound_under_the_state_folder(settings):
     resources = build_definitions(settings).resources
-    assert resources["warehouse"].database == str(settings.warehouse)
+    assert resources["warehouse"].lake_uri == str(settings.lake)
+    assert resources["warehouse"].database == ":memory:"  # DuckDB holds no data: the lake does
     assert resources["model_registry"].root == str(settings.registry)
     assert resources["landing"].root == str(settings.landing)
 

@@ -4,7 +4,6 @@ failure scores with every check, then a promotion and the rollout sensor's ticks
 from pathlib import Path
 
 import dagster as dg
-import duckdb
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -14,6 +13,7 @@ from batch_assets.local_runs import execute_for_partition, failure_detail
 from batch_assets.scoring import byo, device_example
 from batch_assets.scoring.registry import ModelRegistry
 from resources import build_resources
+from tests.conftest import lake_connection
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "batch_assets" / "specs" / "examples" / "device_failures.yaml"
@@ -58,7 +58,7 @@ def tick(defs, instance, cursor):
 
 
 def scored_versions(settings) -> dict[str, str]:
-    with duckdb.connect(str(settings.warehouse), read_only=True) as con:
+    with lake_connection(settings) as con:
         return dict(
             con.execute(
                 "SELECT strftime(partition_date, '%Y-%m-%d-%H:%M'), string_agg(DISTINCT model_version) "

@@ -1,7 +1,6 @@
 """The whole chain materialized on a tmp_path DuckDB file and a real (temporary) Dagster instance."""
 
 import dagster as dg
-import duckdb
 import numpy as np
 import pytest
 import torch
@@ -10,7 +9,7 @@ from batch_assets.definitions import build_definitions
 from batch_assets.predictions import MODEL_SHA_TAG, MODEL_VERSION_TAG, risk_scores
 from batch_assets.scoring.model_format import load_artifact
 from resources import build_resources
-from tests.conftest import make_model, write_artifact
+from tests.conftest import drop_lake_column, lake_connection, make_model, write_artifact
 
 LAST = "2026-09-14"
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
@@ -43,7 +42,7 @@ def scored(defs, instance, small_demo):
 
 
 def query(settings, sql, params=()):
-    with duckdb.connect(str(settings.warehouse), read_only=True) as con:
+    with lake_connection(settings) as con:
         return con.execute(sql, list(params)).fetchall()
 
 
@@ -140,8 +139,7 @@ def test_schema_break_stops_scoring_naming_the_column_and_keeps_the_partition(
     scored, defs, instance, landing
 ):
     before = predictions(landing)
-    with duckdb.connect(str(landing.warehouse)) as con:
-        con.execute("ALTER TABLE features.customer_daily DROP COLUMN amount_std_30d")
+    drop_lake_column(landing, "features.customer_daily", "amount_std_30d")
     # in the job, the blocking contract check on the features fails first and scoring never starts
     result = run(defs, instance, "score_daily", LAST)
     assert not result.success

@@ -2,7 +2,6 @@
 the requested runs executed through the instance, until history is re-scored by the promoted version."""
 
 import dagster as dg
-import duckdb
 import pytest
 
 from batch_assets.definitions import build_definitions
@@ -11,7 +10,7 @@ from batch_assets.predictions import MODEL_SHA_TAG, MODEL_VERSION_TAG
 from batch_assets.scoring.model_format import save_artifact
 from batch_assets.scoring.warehouse import FEATURE_COLUMNS
 from batch_assets.sensors import ROLLOUT_ROLE_TAG
-from tests.conftest import make_model, write_artifact
+from tests.conftest import lake_connection, make_model, write_artifact
 
 PREDS = dg.AssetKey(["predictions", "risk_scores"])
 
@@ -45,7 +44,7 @@ def execute(defs, instance, requests):
 
 
 def versions_in_table(settings):
-    with duckdb.connect(str(settings.warehouse), read_only=True) as con:
+    with lake_connection(settings) as con:
         return dict(
             con.execute(
                 "SELECT partition_date::VARCHAR, string_agg(DISTINCT model_version) "

@@ -2,7 +2,7 @@
 
 A spec that names ``features.files`` (a folder template such as ``data/date={date}/hour={hour}``) gets a
 features asset that reads that partition's folder, checks that the key and every declared feature column
-are there and numeric, and replaces the partition of the features table in one transaction. Failures name
+are there and numeric, and replaces the partition of the features table in one Delta commit. Failures name
 the folder or the column and leave the previous partition untouched.
 """
 
@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import datetime as dt
 import string
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 import pyarrow.dataset as pads
 
-from batch_assets.scoring.names import check_identifier, quote_table
-from batch_assets.scoring.warehouse import LandingError, create_schema_of, transaction
+from batch_assets.scoring.warehouse import LandingError, features_schema
+from batch_assets.storage.lake import Lake
 
 # Placeholders a folder template may use.
 PLACEHOLDERS = ("partition", "date", "hour", "landing")
@@ -84,16 +84,9 @@ def _numeric(t: pa.DataType) -> bool:
     )
 
 
-def features_ddl(table: str, key: str, columns: Sequence[str], partition_type: str) -> str:
-    cols = ", ".join(f'"{check_identifier(c)}" DOUBLE' for c in columns)
-    return (
-        f'CREATE TABLE IF NOT EXISTS {quote_table(table)} ("{check_identifier(key)}" BIGINT, '
-        f"partition_date {partition_type} NOT NULL, {cols})"
-    )
-
-
 def replace_feature_partition(
     con: duckdb.DuckDBPyConnection,
+    lake: Lake,
     *,
     table: str,
     key: str,
@@ -101,23 +94,13 @@ def replace_feature_partition(
     partition_type: str,
     value: dt.date,
     rows: pa.Table,
+    metadata: Mapping[str, object] | None = None,
 ) -> int:
-    """Replace partition ``value`` of ``table`` with ``rows`` (key + columns) in one transaction."""
-    for name in [key, *columns]:
-        check_identifier(name)
-    create_schema_of(con, table)
-    con.execute(features_ddl(table, key, columns, partition_type))
-    names = ", ".join(f'"{c}"' for c in columns)
-    target = quote_table(table)
-    con.register("_feature_rows", rows)
-    try:
-        with transaction(con):
-            con.execute(f"DELETE FROM {target} WHERE partition_date = $p", {"p": value})
-            con.execute(
-                f'INSERT INTO {target} ("{key}", partition_date, {names}) '
-                f'SELECT "{key}", $p, {names} FROM _feature_rows',
-                {"p": value},
-            )
-    finally:
-        con.unregister("_feature_rows")
+    """Replace partition ``value`` of ``table`` with ``rows`` (key + columns) in one Delta commit."""
+    schema = features_schema(key, columns, partition_type)
+    data = rows.append_column(
+        schema.field("partition_date"), pa.repeat(pa.scalar(value, schema.field("partition_date").type), rows.num_rows)
+    )
+    lake.replace_partition(table, schema, value, data, {"rows": rows.num_rows, **(metadata or {})})
+    lake.register(con, [table])
     return rows.num_rows

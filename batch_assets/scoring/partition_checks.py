@@ -71,6 +71,20 @@ def completeness(
         {"day": day},
     )[0]
     counts = {name: int(v) for name, v in counts.items()}
+    # The predictions and the dead letters of a partition are two Delta commits of one write: every row of
+    # both carries the run id, so a partition whose halves come from different runs (a crash or a lost race
+    # between the two commits) is caught here and never published.
+    runs = [
+        r["run_id"]
+        for r in _rows(
+            con,
+            f"""SELECT DISTINCT run_id FROM (
+                SELECT run_id FROM {p} WHERE partition_date = $day
+                UNION ALL SELECT run_id FROM {d} WHERE partition_date = $day) ORDER BY run_id""",
+            {"day": day},
+        )
+    ]
+    counts["writing_runs"] = len(runs)
     sample = _rows(con, ctes + f" SELECT k AS {k} FROM missing ORDER BY k LIMIT {SAMPLE_ROWS}", {"day": day})
     dupes = _rows(
         con,
@@ -78,12 +92,22 @@ def completeness(
         {"day": day},
     )
     balanced = counts["scored"] + counts["dead_lettered"] == counts["expected"]
-    passed = balanced and not (counts["missing"] or counts["duplicate_keys"] or counts["orphan_predictions"])
+    mixed = len(runs) > 1
+    passed = (
+        balanced
+        and not mixed
+        and not (counts["missing"] or counts["duplicate_keys"] or counts["orphan_predictions"])
+    )
     problems = [
         f"{counts[n]} {n.replace('_', ' ')}"
         for n in ("missing", "duplicate_keys", "orphan_predictions")
         if counts[n]
     ]
+    if mixed:
+        problems.append(
+            f"predictions and dead letters come from {len(runs)} different runs ({', '.join(runs)}): "
+            "a write did not finish both commits; re-materialize the partition"
+        )
     if not balanced:
         problems.append(
             f"scored + dead-lettered = {counts['scored'] + counts['dead_lettered']} "
@@ -101,7 +125,7 @@ def completeness(
         passed,
         "error",
         desc,
-        {**counts, "threshold": "0 missing, 0 duplicates, 0 orphans"},
+        {**counts, "threshold": "0 missing, 0 duplicates, 0 orphans, 1 writing run"},
         {"sample_missing": sample, "sample_duplicates": dupes},
     )
 

@@ -1,15 +1,23 @@
-"""The DuckDB storage contracts of DESIGN.md and the partition writes that keep them.
+"""The storage contracts of DESIGN.md as Delta tables, and the partition writes that keep them.
 
-Every write replaces exactly one partition inside one transaction (delete, then insert), so a re-run, a
-retry or a crash mid-write never leaves duplicates or half a partition. Values always travel as SQL
-parameters; the only names put into SQL text are validated identifiers (see ``names``).
+Every table lives in the lake (``batch_assets.storage.lake``): one Delta table per contract, partitioned by
+its partition column. Every write replaces exactly one partition in one Delta commit, streamed from record
+batches, so a re-run, a retry or a crash mid-write never leaves duplicates or half a partition, and each
+commit carries its provenance (run id, model, input checksum, counts) in the Delta log. DuckDB runs the SQL
+over the registered tables; values always travel as SQL parameters, and the only names put into SQL text
+are validated identifiers (see ``names``).
+
+A partition's predictions and its dead letters are two commits of two tables: the predictions first, then
+the dead letters, whose commit closes the write and carries the full provenance. Every row of both carries
+its run id, and the blocking completeness check fails a partition whose two halves come from different runs
+(a crash between the two commits), so a mix is never published; the re-run that follows replaces both.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import tempfile
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
@@ -17,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from torch import nn
 
-from batch_assets.scoring.names import check_identifier, check_table, quote_table
+from batch_assets.scoring.names import check_identifier, quote_table
 from batch_assets.scoring.scorer import (
     DEFAULT_BATCH_MEMORY_MB,
     ScoreStats,
@@ -26,6 +34,7 @@ from batch_assets.scoring.scorer import (
     score_batches,
 )
 from batch_assets.scoring.store import Store
+from batch_assets.storage.lake import Lake
 
 RAW_TABLE = "raw.transactions"
 FEATURES_TABLE = "features.customer_daily"
@@ -62,88 +71,109 @@ RAW_COLUMNS: dict[str, pa.DataType] = {
     "channel": pa.string(),
 }
 
-DDL = [
-    "CREATE SCHEMA IF NOT EXISTS raw",
-    "CREATE SCHEMA IF NOT EXISTS features",
-    "CREATE SCHEMA IF NOT EXISTS predictions",
-    """CREATE TABLE IF NOT EXISTS raw.transactions (
-        transaction_id VARCHAR NOT NULL, customer_id BIGINT, event_ts TIMESTAMP, amount DOUBLE,
-        merchant_category VARCHAR, country VARCHAR, channel VARCHAR, event_date DATE NOT NULL)""",
-    "CREATE TABLE IF NOT EXISTS features.customer_daily (entity_id BIGINT, partition_date DATE NOT NULL, "
-    + ", ".join(f"{c} DOUBLE" for c in FEATURE_COLUMNS)
-    + ")",
-]
+# The type of the ``partition_date`` column: a DATE for daily partitions, the window's start as a
+# TIMESTAMP (naive UTC) for finer ones (hourly).
+PARTITION_TYPES: dict[str, pa.DataType] = {"DATE": pa.date32(), "TIMESTAMP": pa.timestamp("us")}
 
 
-# The SQL type of the ``partition_date`` column: a DATE for daily partitions, the window's start as a
-# TIMESTAMP for finer ones (hourly).
-PARTITION_TYPES = ("DATE", "TIMESTAMP")
+def partition_arrow_type(partition_type: str) -> pa.DataType:
+    if partition_type not in PARTITION_TYPES:
+        raise ValueError(
+            f"partition column type {partition_type!r}: expected one of {', '.join(PARTITION_TYPES)}"
+        )
+    return PARTITION_TYPES[partition_type]
 
 
-def _partition_type(value: str) -> str:
-    if value not in PARTITION_TYPES:
-        raise ValueError(f"partition column type {value!r}: expected one of {', '.join(PARTITION_TYPES)}")
-    return value
+def _field(name: str, typ: pa.DataType, nullable: bool = True) -> pa.Field:
+    return pa.field(name, typ, nullable=nullable)
 
 
-def create_schema_of(con: duckdb.DuckDBPyConnection, table: str) -> None:
-    """Create the schema of a ``schema.table`` name if it does not exist yet."""
-    schema, _ = check_table(table)
-    con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+RAW_SCHEMA = pa.schema(
+    [_field(n, t, n != "transaction_id") for n, t in RAW_COLUMNS.items()]
+    + [_field("event_date", pa.date32(), False)]
+)
 
 
-def predictions_ddl(table: str, key: str = "entity_id", partition_type: str = "DATE") -> str:
-    """The predictions contract for ``table``: one row per (key, partition_date).
+def features_schema(key: str, columns: Sequence[str], partition_type: str = "DATE") -> pa.Schema:
+    """A features table: the key, ``partition_date`` and one DOUBLE per feature column."""
+    return pa.schema(
+        [
+            _field(check_identifier(key), pa.int64()),
+            _field("partition_date", partition_arrow_type(partition_type), False),
+        ]
+        + [_field(check_identifier(c), pa.float64()) for c in columns]
+    )
+
+
+FEATURES_SCHEMA = features_schema("entity_id", FEATURE_COLUMNS)
+
+
+def predictions_schema(key: str = "entity_id", partition_type: str = "DATE") -> pa.Schema:
+    """The predictions contract: one row per (key, partition_date).
 
     Uniqueness is guaranteed by the writer (a key that occurs twice in the input is dead-lettered, never
-    scored, and a partition is replaced in one transaction) and verified by the blocking completeness check
-    of every partition. There is deliberately no PRIMARY KEY: DuckDB keeps an ART index over every row of
-    the table in memory, which made each 1M-row partition write 4x slower with 5 days of history (1.3 s
-    instead of 0.3 s) and grows with every day kept.
+    scored, and a partition is replaced in one commit) and verified by the blocking completeness check.
     """
-    k = check_identifier(key)
-    return f"""CREATE TABLE IF NOT EXISTS {quote_table(table)} (
-        "{k}" BIGINT NOT NULL, partition_date {_partition_type(partition_type)} NOT NULL, score REAL NOT NULL,
-        model_name VARCHAR NOT NULL, model_version VARCHAR NOT NULL, run_id VARCHAR NOT NULL,
-        scored_at TIMESTAMP NOT NULL)"""
+    return pa.schema(
+        [
+            _field(check_identifier(key), pa.int64(), False),
+            _field("partition_date", partition_arrow_type(partition_type), False),
+            _field("score", pa.float32(), False),
+            _field("model_name", pa.string(), False),
+            _field("model_version", pa.string(), False),
+            _field("run_id", pa.string(), False),
+            _field("scored_at", pa.timestamp("us"), False),
+        ]
+    )
 
 
-def summary_ddl(table: str, partition_type: str = "DATE") -> str:
+def dead_letters_schema(partition_type: str = "DATE") -> pa.Schema:
+    """Rows that could not be scored, with the reason and the row itself as JSON text (key: ``entity_id``)."""
+    return pa.schema(
+        [
+            _field("partition_date", partition_arrow_type(partition_type), False),
+            _field("entity_id", pa.int64()),
+            _field("reason", pa.string(), False),
+            _field("payload", pa.string()),
+            _field("run_id", pa.string(), False),
+            _field("recorded_at", pa.timestamp("us"), False),
+        ]
+    )
+
+
+def summary_schema(partition_type: str = "DATE") -> pa.Schema:
     """One published summary row per scored partition."""
-    return f"""CREATE TABLE IF NOT EXISTS {quote_table(table)} (
-        partition_date {_partition_type(partition_type)} PRIMARY KEY, model_name VARCHAR NOT NULL, model_version VARCHAR NOT NULL,
-        rows BIGINT NOT NULL, dead_letters BIGINT NOT NULL, mean_score DOUBLE, p50_score DOUBLE,
-        p95_score DOUBLE, high_risk_threshold DOUBLE NOT NULL, high_risk_count BIGINT NOT NULL,
-        run_id VARCHAR NOT NULL, computed_at TIMESTAMP NOT NULL)"""
+    return pa.schema(
+        [
+            _field("partition_date", partition_arrow_type(partition_type), False),
+            _field("model_name", pa.string(), False),
+            _field("model_version", pa.string(), False),
+            _field("rows", pa.int64(), False),
+            _field("dead_letters", pa.int64(), False),
+            _field("mean_score", pa.float64()),
+            _field("p50_score", pa.float64()),
+            _field("p95_score", pa.float64()),
+            _field("high_risk_threshold", pa.float64(), False),
+            _field("high_risk_count", pa.int64(), False),
+            _field("run_id", pa.string(), False),
+            _field("computed_at", pa.timestamp("us"), False),
+        ]
+    )
 
 
-def dead_letters_ddl(table: str, partition_type: str = "DATE") -> str:
-    """Rows that could not be scored, with the reason and the row itself (the key goes to ``entity_id``)."""
-    return f"""CREATE TABLE IF NOT EXISTS {quote_table(table)} (
-        partition_date {_partition_type(partition_type)} NOT NULL, entity_id BIGINT, reason VARCHAR NOT NULL, payload JSON,
-        run_id VARCHAR NOT NULL, recorded_at TIMESTAMP NOT NULL)"""
+# The demo's tables, registered (empty until first written) on every warehouse connection.
+CONTRACT_TABLES: dict[str, pa.Schema] = {
+    RAW_TABLE: RAW_SCHEMA,
+    FEATURES_TABLE: FEATURES_SCHEMA,
+    PREDICTIONS_TABLE: predictions_schema(),
+    DEAD_LETTERS_TABLE: dead_letters_schema(),
+    SUMMARY_TABLE: summary_schema(),
+}
 
 
-def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
-    """Create the contract tables that do not exist yet (idempotent)."""
-    for stmt in [
-        *DDL,
-        predictions_ddl(PREDICTIONS_TABLE),
-        dead_letters_ddl(DEAD_LETTERS_TABLE),
-        summary_ddl(SUMMARY_TABLE),
-    ]:
-        con.execute(stmt)
-
-
-@contextmanager
-def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
-    con.execute("BEGIN TRANSACTION")
-    try:
-        yield con
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    con.execute("COMMIT")
+def connect_lake(con: duckdb.DuckDBPyConnection, lake: Lake, as_of: int | dt.datetime | None = None) -> None:
+    """Register every lake table on ``con`` (the demo's contract tables too, empty before their first write)."""
+    lake.register(con, schemas=CONTRACT_TABLES, as_of=as_of)
 
 
 # -- raw ---------------------------------------------------------------------------------------------
@@ -197,24 +227,30 @@ def read_landing_day(landing_root: Path | Store, day: dt.date) -> pa.Table:
     return pa.concat_tables(tables)
 
 
-def replace_raw_partition(con: duckdb.DuckDBPyConnection, day: dt.date, table: pa.Table) -> int:
+def replace_raw_partition(
+    con: duckdb.DuckDBPyConnection,
+    lake: Lake,
+    day: dt.date,
+    table: pa.Table,
+    metadata: Mapping[str, object] | None = None,
+) -> int:
     """Replace raw day ``day`` with ``table``; rows whose timestamp falls on another day are refused."""
     con.register("_landing", table)
     try:
         wrong_day = con.execute(
             "SELECT count(*) FROM _landing WHERE CAST(event_ts AS DATE) IS DISTINCT FROM $day", {"day": day}
         ).fetchall()[0][0]
-        if wrong_day:
-            raise LandingError(f"{wrong_day} landing rows for {day} have an event_ts on another day")
-        with transaction(con):
-            con.execute("DELETE FROM raw.transactions WHERE event_date = $day", {"day": day})
-            con.execute(
-                "INSERT INTO raw.transactions SELECT transaction_id, customer_id, event_ts, amount, "
-                "merchant_category, country, channel, $day FROM _landing",
-                {"day": day},
-            )
     finally:
         con.unregister("_landing")
+    if wrong_day:
+        raise LandingError(f"{wrong_day} landing rows for {day} have an event_ts on another day")
+    rows = table.append_column(
+        _field("event_date", pa.date32(), False), pa.array([day] * table.num_rows, pa.date32())
+    )
+    lake.replace_partition(
+        RAW_TABLE, RAW_SCHEMA, day, rows, {"rows": table.num_rows, **(metadata or {})}, partition_by="event_date"
+    )
+    lake.register(con, [RAW_TABLE])
     return table.num_rows
 
 
@@ -274,23 +310,37 @@ FROM hist h LEFT JOIN today t USING (customer_id)
 """
 
 
-def replace_features_partition(con: duckdb.DuckDBPyConnection, day: dt.date, window_start: dt.date) -> int:
+def replace_features_partition(
+    con: duckdb.DuckDBPyConnection,
+    lake: Lake,
+    day: dt.date,
+    window_start: dt.date,
+    metadata: Mapping[str, object] | None = None,
+) -> int:
     """Recompute features for ``day`` from raw days ``window_start..day``; returns the row count.
 
     One row per customer with at least one transaction in the window. ``window_start`` comes from the
-    asset's partition mapping, so the SQL and the Dagster lineage agree on the window.
+    asset's partition mapping, so the SQL and the Dagster lineage agree on the window. The SQL result is
+    streamed into the partition's commit.
     """
     params = {"day": day, "start": window_start, "window": (day - window_start).days + 1}
-    with transaction(con):
-        con.execute("DELETE FROM features.customer_daily WHERE partition_date = $day", {"day": day})
-        con.execute(
-            f"INSERT INTO features.customer_daily (entity_id, partition_date, {', '.join(FEATURE_COLUMNS)}) "
-            + FEATURES_SELECT,
-            params,
-        )
-        return con.execute(
-            "SELECT count(*) FROM features.customer_daily WHERE partition_date = $day", {"day": day}
-        ).fetchall()[0][0]
+    reader = con.sql(FEATURES_SELECT, params=params).to_arrow_reader(65_536)
+    counted = _counting(reader)
+    lake.replace_partition(FEATURES_TABLE, FEATURES_SCHEMA, day, counted, metadata)
+    lake.register(con, [FEATURES_TABLE])
+    return counted.rows
+
+
+class _counting:
+    """An iterable of the batches of ``reader`` that counts the rows it passed on."""
+
+    def __init__(self, reader: pa.RecordBatchReader) -> None:
+        self.reader, self.rows = reader, 0
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        for batch in self.reader:
+            self.rows += batch.num_rows
+            yield batch
 
 
 # -- predictions -------------------------------------------------------------------------------------
@@ -298,6 +348,7 @@ def replace_features_partition(con: duckdb.DuckDBPyConnection, day: dt.date, win
 
 def replace_predictions_partition(
     con: duckdb.DuckDBPyConnection,
+    lake: Lake,
     *,
     day: dt.date,
     module: nn.Module,
@@ -309,6 +360,7 @@ def replace_predictions_partition(
     model_version: str,
     run_id: str,
     scored_at: dt.datetime,
+    model_sha256: str = "",
     dead_letter_table: str = DEAD_LETTERS_TABLE,
     limits: Mapping[str, tuple[float | None, float | None]] | None = None,
     batch_rows: int | None = None,
@@ -317,25 +369,24 @@ def replace_predictions_partition(
     device: str = "cpu",
     partition_type: str = "DATE",
 ) -> ScoreStats:
-    """Score features ``day`` and replace that partition of ``output_table`` and its dead letters.
+    """Score features ``day`` and replace that partition of ``output_table`` and of its dead letters.
 
     ``day`` is the partition's ``partition_date`` value: a date, or the window start (a naive UTC
     datetime) when ``partition_type`` is TIMESTAMP.
 
-    Features stream from a second cursor, in storage order (no sort: memory stays bounded by the batch size,
-    ``batch_rows`` or else sized from ``batch_memory_mb``), while the write transaction is open. Keys that
-    occur more than once are found first with one aggregate over the key column. The commit happens only
-    after every batch is written: readers see the old partition or the new one, never a mix.
+    Features stream from DuckDB in storage order (no sort: memory stays bounded by the batch size,
+    ``batch_rows`` or else sized from ``batch_memory_mb``) through the scorer straight into the predictions
+    commit. Dead letters are spooled to a local Parquet file meanwhile and committed second, with the
+    write's full provenance (the input checksum is known only once every row is read). Keys that occur
+    more than once are found first with one aggregate over the key column.
     """
     check_identifier(key)
     for col in feature_columns:
         check_identifier(col)
-    src, out, dead = quote_table(features_table), quote_table(output_table), quote_table(dead_letter_table)
+    src = quote_table(features_table)
     check_columns(con.sql(f"SELECT * FROM {src} LIMIT 0").to_arrow_table().schema, key, feature_columns)
-    for table in (output_table, dead_letter_table):
-        create_schema_of(con, table)
-    con.execute(predictions_ddl(output_table, key, partition_type))
-    con.execute(dead_letters_ddl(dead_letter_table, partition_type))
+    out_schema = predictions_schema(key, partition_type)
+    dead_schema = dead_letters_schema(partition_type)
     select = (
         f'SELECT "{key}", '
         + ", ".join(f'"{c}"' for c in feature_columns)
@@ -350,21 +401,21 @@ def replace_predictions_partition(
         ).fetchall()
     ]
     stats = ScoreStats()
-    reader_con = con.cursor()
-    common = {
-        "day": day,
-        "model_name": model_name,
-        "version": model_version,
-        "run_id": run_id,
-        "at": scored_at,
-    }
     rows_per_batch = batch_rows or batch_rows_for(len(feature_columns), batch_memory_mb)
-    reader = None
-    try:
-        reader = reader_con.sql(select, params={"day": day}).to_arrow_reader(rows_per_batch)
-        with transaction(con):
-            con.execute(f"DELETE FROM {out} WHERE partition_date = $day", {"day": day})
-            con.execute(f"DELETE FROM {dead} WHERE partition_date = $day", {"day": day})
+    provenance = {
+        "run_id": run_id,
+        "model_name": model_name,
+        "model_version": model_version,
+        "model_sha256": model_sha256,
+    }
+    part_type = partition_arrow_type(partition_type)
+    with tempfile.TemporaryDirectory(prefix="batch-assets-dead-") as spool_dir:
+        spool_path = Path(spool_dir) / "dead.parquet"
+        spool: pq.ParquetWriter | None = None
+        reader = con.sql(select, params={"day": day}).to_arrow_reader(rows_per_batch)
+
+        def scored() -> Iterator[pa.RecordBatch]:
+            nonlocal spool
             for part in score_batches(
                 module,
                 reader,
@@ -376,30 +427,67 @@ def replace_predictions_partition(
                 forward_rows=forward_rows,
                 device=device,
             ):
-                con.register("_scored", part.scored)
-                con.execute(
-                    f'INSERT INTO {out} SELECT "{key}", $day, score, $model_name, $version, $run_id, $at '
-                    "FROM _scored",
-                    common,
-                )
-                con.unregister("_scored")
-                if part.dead is not None:
-                    con.register("_dead", part.dead)
-                    con.execute(
-                        f'INSERT INTO {dead} SELECT $day, "{key}", reason, payload::JSON, '
-                        "$run_id, $at FROM _dead",
-                        {k: common[k] for k in ("day", "run_id", "at")},
+                n = part.scored.num_rows
+                if n:
+                    yield pa.RecordBatch.from_arrays(
+                        [
+                            part.scored.column(key).combine_chunks(),
+                            pa.repeat(pa.scalar(day, part_type), n),
+                            part.scored.column("score").combine_chunks(),
+                            pa.repeat(pa.scalar(model_name), n),
+                            pa.repeat(pa.scalar(model_version), n),
+                            pa.repeat(pa.scalar(run_id), n),
+                            pa.repeat(pa.scalar(scored_at, pa.timestamp("us")), n),
+                        ],
+                        schema=out_schema,
                     )
-                    con.unregister("_dead")
-    finally:
-        if reader is not None:
+                if part.dead is not None and part.dead.num_rows:
+                    m = part.dead.num_rows
+                    dead = pa.table(
+                        [
+                            pa.repeat(pa.scalar(day, part_type), m),
+                            part.dead.column(key),
+                            part.dead.column("reason"),
+                            part.dead.column("payload"),
+                            pa.repeat(pa.scalar(run_id), m),
+                            pa.repeat(pa.scalar(scored_at, pa.timestamp("us")), m),
+                        ],
+                        schema=dead_schema,
+                    )
+                    if spool is None:
+                        spool = pq.ParquetWriter(spool_path, dead_schema)
+                    spool.write_table(dead)
+
+        try:
+            lake.replace_partition(output_table, out_schema, day, scored(), provenance)
+        finally:
             reader.close()
-        reader_con.close()
+            if spool is not None:
+                spool.close()
+        dead_rows = (
+            pq.ParquetFile(spool_path).iter_batches(65_536) if spool is not None else iter(())
+        )
+        lake.replace_partition(
+            dead_letter_table,
+            dead_schema,
+            day,
+            dead_rows,
+            {
+                **provenance,
+                "closes": output_table,
+                "input_sha256": stats.input_sha256,
+                "rows_read": stats.rows_read,
+                "rows_scored": stats.rows_scored,
+                "dead_letters": stats.dead_letters,
+            },
+        )
+    lake.register(con, [output_table, dead_letter_table])
     return stats
 
 
 def replace_summary_partition(
     con: duckdb.DuckDBPyConnection,
+    lake: Lake,
     *,
     day: dt.date,
     predictions_table: str,
@@ -411,33 +499,24 @@ def replace_summary_partition(
     partition_type: str = "DATE",
 ) -> dict[str, object]:
     """Replace the daily summary of the scored partition ``day``; returns the summary row."""
-    src, out, dead = (
-        quote_table(predictions_table),
-        quote_table(summary_table),
-        quote_table(dead_letter_table),
-    )
-    create_schema_of(con, summary_table)
-    con.execute(summary_ddl(summary_table, partition_type))
+    src, dead = quote_table(predictions_table), quote_table(dead_letter_table)
     params = {"day": day, "threshold": high_risk_threshold, "run_id": run_id, "at": computed_at}
-    with transaction(con):
-        con.execute(f"DELETE FROM {out} WHERE partition_date = $day", {"day": day})
-        con.execute(
-            f"""INSERT INTO {out}
-            SELECT $day, any_value(model_name), any_value(model_version), count(*),
-                   (SELECT count(*) FROM {dead} WHERE partition_date = $day),
-                   avg(score), quantile_cont(score, 0.5), quantile_cont(score, 0.95), $threshold,
-                   count(*) FILTER (WHERE score >= $threshold), $run_id, $at
-            FROM {src} WHERE partition_date = $day
-            HAVING count(*) > 0""",
-            params,
-        )
-    row = (
-        con.sql(f"SELECT * FROM {out} WHERE partition_date = $day", params={"day": day})
-        .to_arrow_table()
-        .to_pylist()
-    )
-    if not row:
+    row = con.sql(
+        f"""SELECT $day AS partition_date, any_value(model_name) AS model_name,
+               any_value(model_version) AS model_version, count(*) AS rows,
+               (SELECT count(*) FROM {dead} WHERE partition_date = $day) AS dead_letters,
+               avg(score) AS mean_score, quantile_cont(score, 0.5) AS p50_score,
+               quantile_cont(score, 0.95) AS p95_score, $threshold AS high_risk_threshold,
+               count(*) FILTER (WHERE score >= $threshold) AS high_risk_count, $run_id AS run_id,
+               $at AS computed_at
+        FROM {src} WHERE partition_date = $day
+        HAVING count(*) > 0""",
+        params=params,
+    ).to_arrow_table()
+    if not row.num_rows:
         raise ValueError(
             f"no scored rows in {predictions_table} for {day}: materialize its predictions first"
         )
-    return row[0]
+    lake.replace_partition(summary_table, summary_schema(partition_type), day, row, {"run_id": run_id})
+    lake.register(con, [summary_table])
+    return row.to_pylist()[0]

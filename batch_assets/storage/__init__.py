@@ -1,0 +1,1 @@
+"""Storage: the Delta Lake tables and the object store under them. No Dagster imports."""
