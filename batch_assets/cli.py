@@ -10,27 +10,50 @@
     batch-assets materialize START [END] [--job daily_pipeline|ingest_daily|score_daily|check_daily|...]
     batch-assets rescore status | plan [--dataset NAME]
     batch-assets specs check [PATH ...]
+    batch-assets history DATASET [PARTITION] [--json]
+    batch-assets query "SQL" [--as-of VERSION|TIMESTAMP] [--table schema.table ...] [--format table|csv|json]
+    batch-assets vacuum [--retention-hours N] [--apply]
     batch-assets init | where
 
 The registry is the one Dagster reads: ``$BATCH_ASSETS_HOME/registry`` unless ``--registry`` says otherwise.
+The lake is the one the runs write: ``$BATCH_ASSETS_HOME/lake`` unless ``BATCH_ASSETS_LAKE_URI`` says
+otherwise (S3 credentials from the shell's AWS_* variables and BATCH_ASSETS_S3_ENDPOINT). A DATASET is a
+table ``schema.table`` or a scored dataset's name (``risk_scores``: its predictions and its dead letters).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import datetime as dt
+import decimal
 import json
+import math
+import re
 import sys
 import tempfile
 import warnings
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batch_assets.scoring import byo
 from batch_assets.scoring.model_format import ArtifactError
-from batch_assets.scoring.names import InvalidName, parse_partition_date
+from batch_assets.scoring.names import InvalidName, check_table, parse_partition_date
 from batch_assets.scoring.registry import ModelRegistry, ModelVersion, RegistryError
 from batch_assets.scoring.spec_file import SpecError
 from batch_assets.settings import Settings, s3_options_from_env
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from batch_assets.predictions import ScoredDatasetSpec
+    from batch_assets.storage.lake import Lake, Write
+    from resources.warehouse import WarehouseResource
+
+
+class CommandError(Exception):
+    """A command cannot do what was asked; the message says why in one line (exit code 2)."""
 
 
 def _registry(args: argparse.Namespace) -> ModelRegistry:
@@ -254,11 +277,10 @@ def cmd_rescore(args: argparse.Namespace) -> int:
 
 def _print_where(settings: Settings) -> None:
     print(f"state folder:      {settings.home}   (BATCH_ASSETS_HOME)")
-    print(f"  warehouse:       {settings.warehouse}")
+    lake_from = "   (BATCH_ASSETS_LAKE_URI)" if settings.lake_uri else ""
+    print(f"  lake (Delta):    {settings.lake_location}{lake_from}")
     print(f"  model registry:  {settings.registry_location}")
     print(f"  landing files:   {settings.landing_location}")
-    if settings.lake_uri:
-        print(f"  lake (Parquet):  {settings.lake_uri}")
     print(f"  dagster home:    {settings.dagster_home}")
 
 
@@ -273,6 +295,511 @@ def cmd_init(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     prepare_dagster_home(settings)
     _print_where(settings)
+    return 0
+
+
+# -- the lake: history, query, vacuum ----------------------------------------------------------------
+
+
+def _warehouse(settings: Settings) -> WarehouseResource:
+    """The warehouse resource the runs use, with S3 credentials from this shell's environment."""
+    _quiet_dagster()
+    from resources import shell_resources
+
+    return shell_resources(settings)["warehouse"]
+
+
+def _when(ts: dt.datetime) -> str:
+    """A commit time as ISO 8601 UTC to the millisecond (the log's precision), usable as ``--as-of``."""
+    return ts.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _int_or_none(value: object) -> int | None:
+    try:
+        return int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def _partition_literal(text: str, spec: ScoredDatasetSpec | None = None) -> str:
+    """The partition a Delta commit records (``2026-10-12``, ``2026-10-02 03:00:00``) for a partition
+    argument: a dataset's partition key, a day ``YYYY-MM-DD`` or an ISO timestamp (naive UTC)."""
+    from batch_assets.storage.lake import partition_literal
+
+    first: Exception | None = None
+    if spec is not None:
+        try:
+            return partition_literal(spec.partition_value(text))
+        except (InvalidName, ValueError) as exc:
+            first = exc
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        return partition_literal(parse_partition_date(text))
+    try:
+        return partition_literal(dt.datetime.fromisoformat(text))
+    except ValueError:
+        pass
+    if first is not None:
+        raise first
+    raise InvalidName(f"invalid partition {text!r}: expected YYYY-MM-DD or an ISO timestamp")
+
+
+def _require_table(lake: Lake, table: str, what: str | None = None) -> None:
+    if not lake.exists(table):
+        raise CommandError(
+            f"{what or table} was never written: no Delta table at {lake.uri(table)}"
+            + (f" ({table})" if what else "")
+        )
+
+
+def _write_record(w: Write) -> dict[str, Any]:
+    """One commit of one table, with its recorded provenance (None where the commit recorded none)."""
+    meta = w.metadata
+    return {
+        "table": w.table,
+        "version": w.version,
+        "time": _when(w.timestamp),
+        "operation": w.operation,
+        "partition": w.partition,
+        "run_id": meta.get("run_id"),
+        "model_name": meta.get("model_name"),
+        "model_version": meta.get("model_version"),
+        "model_sha256": meta.get("model_sha256") or None,
+        "rows_added": w.rows_added,
+        "rows_removed": w.rows_removed,
+        "dead_letters": _int_or_none(meta.get("dead_letters")),
+        "rows_read": _int_or_none(meta.get("rows_read")),
+        "rows_scored": _int_or_none(meta.get("rows_scored")),
+        "input_sha256": meta.get("input_sha256") or None,
+        "metadata": dict(meta),
+    }
+
+
+def table_history(lake: Lake, table: str, partition: str | None = None) -> list[dict[str, Any]]:
+    """Every partition write of ``table`` (of ``partition`` only, if given), newest first."""
+    _require_table(lake, table)
+    writes = [w for w in lake.history(table, partition) if w.partition is not None]
+    writes.sort(key=lambda w: (w.timestamp, w.version), reverse=True)
+    return [_write_record(w) for w in writes]
+
+
+def dataset_history(
+    lake: Lake, spec: ScoredDatasetSpec, partition: str | None = None
+) -> list[dict[str, Any]]:
+    """Every write of a scored dataset's partitions, newest first: each predictions commit joined with the
+    dead-letters commit that closed it (same run, same partition, the first one after it).
+
+    A predictions commit that no dead-letters commit closed (a crash between the two, or a write still in
+    progress) is listed with ``complete: false``; so is a dead-letters commit whose predictions commit the
+    log no longer holds.
+    """
+    _require_table(lake, spec.output_table, f"dataset {spec.name}")
+    preds = [w for w in lake.history(spec.output_table, partition) if w.partition is not None]
+    deads = []
+    if lake.exists(spec.dead_letter_table):
+        deads = [
+            w
+            for w in lake.history(spec.dead_letter_table, partition)
+            if w.partition is not None and w.metadata.get("closes") == spec.output_table
+        ]
+    # oldest first, a predictions commit before a dead-letters commit of the same millisecond
+    events = sorted(
+        [(w.timestamp, 0, w) for w in preds] + [(w.timestamp, 1, w) for w in deads], key=lambda e: e[:2]
+    )
+    pending: dict[tuple[str | None, str | None], list[Write]] = {}
+    pairs: list[tuple[Write | None, Write | None]] = []
+    for _, kind, w in events:
+        key = (w.metadata.get("run_id"), w.partition)
+        if kind == 0:
+            pending.setdefault(key, []).append(w)
+            continue
+        waiting = pending.get(key)
+        pairs.append((waiting.pop() if waiting else None, w))
+    pairs.extend((w, None) for waiting in pending.values() for w in waiting)
+
+    def commit(w: Write | None) -> dict[str, Any] | None:
+        if w is None:
+            return None
+        return {
+            "table": w.table,
+            "version": w.version,
+            "time": _when(w.timestamp),
+            "rows_added": w.rows_added,
+        }
+
+    out = []
+    for pred, dead in pairs:
+        last = dead or pred
+        assert last is not None
+        meta = {**(pred.metadata if pred else {}), **(dead.metadata if dead else {})}
+        dead_letters = None
+        if dead is not None:
+            recorded = _int_or_none(meta.get("dead_letters"))
+            dead_letters = dead.rows_added if recorded is None else recorded
+        out.append(
+            {
+                "dataset": spec.name,
+                "partition": last.partition,
+                "time": _when(last.timestamp),
+                "run_id": meta.get("run_id"),
+                "model_name": meta.get("model_name"),
+                "model_version": meta.get("model_version"),
+                "model_sha256": meta.get("model_sha256") or None,
+                "rows_written": pred.rows_added if pred else None,
+                "dead_letters": dead_letters,
+                "rows_read": _int_or_none(meta.get("rows_read")),
+                "input_sha256": meta.get("input_sha256") or None,
+                "complete": pred is not None and dead is not None,
+                "commits": {"predictions": commit(pred), "dead_letters": commit(dead)},
+                "_sort": (last.timestamp, 1 if dead else 0),
+            }
+        )
+    out.sort(key=lambda r: r.pop("_sort"), reverse=True)
+    return out
+
+
+def _short(value: str | None, n: int = 12) -> str:
+    return value[:n] if value else "-"
+
+
+def _model(r: dict[str, Any]) -> str:
+    if not r["model_name"]:
+        return "-"
+    sha = f" ({r['model_sha256'][:12]})" if r["model_sha256"] else ""
+    return f"{r['model_name']}/{r['model_version']}{sha}"
+
+
+def _text(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    lake = _warehouse(settings).lake()
+    name = args.dataset
+    if "." in name:
+        check_table(name)
+        partition = _partition_literal(args.partition) if args.partition else None
+        rows = table_history(lake, name, partition)
+        title = f"history of {name}"
+        headers = ["WHEN (UTC)", "VERSION", "PARTITION", "RUN", "MODEL", "ROWS", "DEAD", "INPUT SHA256"]
+        table = [
+            [
+                r["time"],
+                r["version"],
+                r["partition"],
+                _short(r["run_id"], 8),
+                _model(r),
+                _text(r["rows_added"]),
+                _text(r["dead_letters"]),
+                _short(r["input_sha256"]),
+            ]
+            for r in rows
+        ]
+        legend = ["ROWS: rows the commit added; DEAD and INPUT SHA256 where the commit recorded them"]
+    else:
+        from batch_assets.rescore import dataset_spec
+
+        spec = dataset_spec(settings, name)
+        partition = _partition_literal(args.partition, spec) if args.partition else None
+        rows = dataset_history(lake, spec, partition)
+        title = f"history of {spec.name} ({spec.output_table} + {spec.dead_letter_table})"
+        headers = ["WHEN (UTC)", "VERSIONS", "PARTITION", "RUN", "MODEL", "ROWS", "DEAD", "INPUT SHA256", ""]
+        table = [
+            [
+                r["time"],
+                "/".join(_text(c and c["version"]) for c in r["commits"].values()),
+                r["partition"],
+                _short(r["run_id"], 8),
+                _model(r),
+                _text(r["rows_written"]),
+                _text(r["dead_letters"]),
+                _short(r["input_sha256"]),
+                ""
+                if r["complete"]
+                else (
+                    "INCOMPLETE: no dead-letters commit"
+                    if r["commits"]["dead_letters"] is None
+                    else "predictions commit not in the log"
+                ),
+            ]
+            for r in rows
+        ]
+        legend = [
+            f"VERSIONS: the version of {spec.output_table} / of {spec.dead_letter_table} each write committed",
+            "ROWS: predictions written; DEAD: dead letters; WHEN: the write's last commit (use it as query --as-of)",
+        ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    where = f", partition {partition}" if partition else ""
+    if not rows:
+        print(f"{title}{where}: no writes")
+        return 0
+    print(f"{title}{where}, newest first:")
+    _print_columns(headers, table, right={1, 5, 6})
+    for line in legend:
+        print(line)
+    print("RUN: the Dagster run id's first 8 characters (--json: full ids and checksums)")
+    return 0
+
+
+def _print_columns(
+    headers: Sequence[str], rows: Sequence[Sequence[object]], right: Iterable[int] = ()
+) -> None:
+    """``rows`` under ``headers`` in aligned columns (those in ``right`` right-aligned), a rule between."""
+    cells = [[str(v) for v in row] for row in rows]
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
+    right = set(right)
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(
+            v.rjust(w) if i in right else v.ljust(w)
+            for i, (v, w) in enumerate(zip(values, widths, strict=True))
+        ).rstrip()
+
+    print(line(headers))
+    print(line(["-" * w for w in widths]))
+    for row in cells:
+        print(line(row))
+
+
+# -- query --------------------------------------------------------------------------------------
+
+
+QUERY_HELP = """\
+Run SQL over every lake table (registered in DuckDB as views schema.table, read-only) and print the result.
+
+--as-of reads tables as they were:
+  TIMESTAMP  ISO 8601 (2026-10-13T08:00:00Z, 2026-10-13; no zone = UTC): the latest version of each table
+             committed at or before that time. A time printed by `batch-assets history` reads the table as
+             that write left it.
+  VERSION    an integer: that version of the table (`batch-assets history` lists each write's version).
+             Versions are counted per table, so a version applies to exactly the tables named by --table,
+             or, without --table, to the one lake table the SQL reads (more than one is an error).
+--as-of applies to the tables named by --table, else to every lake table the SQL reads (DuckDB's parser
+finds them); every other table is read at its latest version. A table with no such version (written only
+later, a version it never had, or a time older than its retained log, see `vacuum`) is an error.
+
+Example, what was published for 2026-10-12 before its re-score:
+  batch-assets history risk_scores 2026-10-12
+  batch-assets query "SELECT model_version, count(*) FROM predictions.risk_scores
+      WHERE partition_date = DATE '2026-10-12' GROUP BY ALL" --as-of 2026-10-13T02:00:00Z
+"""
+
+
+def _as_of_arg(text: str) -> int | dt.datetime:
+    if re.fullmatch(r"\d+", text):
+        return int(text)
+    try:
+        at = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a table version (an integer) nor an ISO timestamp (2026-10-13T08:00:00Z)"
+        ) from None
+    return at.replace(tzinfo=dt.UTC) if at.tzinfo is None else at.astimezone(dt.UTC)
+
+
+def _table_arg(text: str) -> str:
+    try:
+        schema, table = check_table(text)
+    except InvalidName as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return f"{schema}.{table}"
+
+
+def _as_of_text(as_of: int | dt.datetime) -> str:
+    return "" if isinstance(as_of, int) else f" (the latest committed at or before {_when(as_of)})"
+
+
+def tables_read(con: duckdb.DuckDBPyConnection, sql: str, known: Iterable[str]) -> list[str]:
+    """The tables of ``known`` that ``sql`` reads, from DuckDB's own parse tree (``json_serialize_sql``,
+    which takes SELECT statements only; the SQL travels as a parameter)."""
+    ((tree,),) = con.execute("SELECT json_serialize_sql($sql)", {"sql": sql}).fetchall()
+    parsed = json.loads(tree)
+    if parsed.get("error"):
+        raise CommandError(
+            f"cannot tell which tables --as-of applies to ({_one_line(parsed.get('error_message', ''))}): "
+            "name them with --table"
+        )
+    by_name = {t.lower(): t for t in known}
+    found: set[str] = set()
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "BASE_TABLE" and node.get("schema_name"):
+                name = f"{node['schema_name']}.{node.get('table_name', '')}".lower()
+                if name in by_name:
+                    found.add(by_name[name])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(parsed.get("statements"))
+    return sorted(found)
+
+
+def _version_as_of(lake: Lake, table: str, as_of: int | dt.datetime) -> int:
+    """The version of ``table`` that ``as_of`` names: the version itself, or the latest version whose commit
+    time (as the log records it, the time `history` prints) is at or before the timestamp.
+
+    Resolved here from the log rather than by delta-rs's timestamp lookup, which goes by the log files'
+    modification times (those change when a lake is copied or restored) and reads the oldest version for
+    a time before it; a version the log does not hold is refused with what it does hold.
+    """
+    _require_table(lake, table)
+    commits = sorted(lake.history(table), key=lambda w: w.version)
+    oldest, newest = commits[0], commits[-1]
+    if isinstance(as_of, int):
+        if not oldest.version <= as_of <= newest.version:
+            raise CommandError(
+                f"{table} has no version {as_of}: its log holds versions {oldest.version}..{newest.version}"
+            )
+        return as_of
+    before = [w.version for w in commits if w.timestamp <= as_of]
+    if not before:
+        first = "its first commit" if oldest.version == 0 else "its oldest retained commit"
+        raise CommandError(
+            f"{table} has no version as of {_when(as_of)}: {first}, version {oldest.version}, is at "
+            f"{_when(oldest.timestamp)}"
+        )
+    return max(before)
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    import duckdb
+
+    from batch_assets.scoring.warehouse import CONTRACT_TABLES
+
+    if args.table and args.as_of is None:
+        raise CommandError("--table names the tables --as-of applies to: give --as-of too")
+    settings = Settings.from_env()
+    warehouse = _warehouse(settings)
+    lake = warehouse.lake()
+    versions: dict[str, int] = {}
+    with warehouse.connect() as con:
+        try:
+            if args.as_of is not None:
+                known = {t.lower(): t for t in {*lake.tables(), *CONTRACT_TABLES}}
+                named = {known.get(t.lower(), t) for t in args.table}
+                targets = sorted(named) or tables_read(con, args.sql, known.values())
+                if not targets:
+                    raise CommandError(
+                        "--as-of: the SQL reads no lake table (schema.table); name the tables with --table"
+                    )
+                if isinstance(args.as_of, int) and len(targets) > 1 and not args.table:
+                    raise CommandError(
+                        f"--as-of {args.as_of} is a version of one table, and the SQL reads {len(targets)} "
+                        f"({', '.join(targets)}): name the table(s) it applies to with --table"
+                    )
+                for table in targets:
+                    versions[table] = version = _version_as_of(lake, table, args.as_of)
+                    lake.register(con, [table], as_of=version)
+                    print(f"{table}: version {version}{_as_of_text(args.as_of)}", file=sys.stderr)
+            rel = con.sql(args.sql)
+            if rel is not None:
+                _print_result(rel, args.format)
+        except duckdb.Error as exc:
+            message = _one_line(exc)
+            gone = [t for t in versions if f"{lake.uri(t)}/" in message and "not found" in message]
+            if gone:
+                missing = re.search(r"location (\S+) not found", message)
+                raise CommandError(
+                    f"{', '.join(f'{t} version {versions[t]}' for t in gone)} can no longer be read: "
+                    f"`batch-assets vacuum` deleted its data files (it keeps {settings.lake_retention_hours} h "
+                    f"by default); read a later version"
+                    + (f" ({missing.group(1)} not found)" if missing else f" ({message})")
+                ) from exc
+            raise CommandError(message) from exc
+    return 0
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line, without terminal colour codes."""
+    return " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).split())
+
+
+def _json_value(value: object) -> object:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal | dt.timedelta):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, dict):
+        return {str(k): _json_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_value(v) for v in value]
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    return str(value)
+
+
+def _print_result(rel: duckdb.DuckDBPyRelation, fmt: str) -> None:
+    columns = list(rel.columns)
+    if fmt in ("csv", "json"):  # streamed, a batch at a time
+        reader = rel.to_arrow_reader(10_000)
+        rows = (tuple(r.values()) for batch in reader for r in batch.to_pylist())
+        if fmt == "csv":
+            writer = csv.writer(sys.stdout, lineterminator="\n")
+            writer.writerow(columns)
+            writer.writerows(["" if v is None else v for v in row] for row in rows)
+            return
+        sep = "\n  "
+        sys.stdout.write("[")
+        for row in rows:
+            sys.stdout.write(sep + json.dumps(dict(zip(columns, map(_json_value, row), strict=True))))
+            sep = ",\n  "
+        sys.stdout.write("]\n" if sep == "\n  " else "\n]\n")
+        return
+    table = rel.fetchall()
+    numeric = {
+        i
+        for i in range(len(columns))
+        if any(isinstance(r[i], int | float | decimal.Decimal) and not isinstance(r[i], bool) for r in table)
+    }
+    _print_columns(columns, [["NULL" if v is None else v for v in row] for row in table], right=numeric)
+    print(f"({len(table)} row{'' if len(table) == 1 else 's'})")
+
+
+# -- vacuum -------------------------------------------------------------------------------------
+
+
+def _hours_arg(text: str) -> int:
+    if not re.fullmatch(r"\d+", text):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of hours (0 or more)")
+    return int(text)
+
+
+def cmd_vacuum(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    hours = settings.lake_retention_hours if args.retention_hours is None else args.retention_hours
+    lake = _warehouse(settings).lake()
+    # what a vacuum would delete, less the files an earlier vacuum deleted (delta-rs lists those again)
+    files = {t: lake.existing_files(t, paths) for t, paths in lake.vacuum(hours, dry_run=True).items()}
+    if not files:
+        print(f"no tables under {lake.root}")
+        return 0
+    if args.apply and any(files.values()):
+        lake.vacuum(hours, dry_run=False)
+    mode = "deleted" if args.apply else "dry run, nothing deleted"
+    print(f"lake {lake.root}: files no longer in any table's latest version, older than {hours} h ({mode})")
+    width = max(len(t) for t in files)
+    for table, paths in files.items():
+        n = len(paths)
+        print(
+            f"  {table.ljust(width)}  {n:6d} file{'' if n == 1 else 's'}{' deleted' if args.apply and n else ''}"
+        )
+    total = sum(len(p) for p in files.values())
+    touched = sum(1 for p in files.values() if p)
+    counted = f"{total} file{'' if total == 1 else 's'} in {touched} table{'' if touched == 1 else 's'}"
+    if args.apply:
+        print(f"deleted {counted}; versions older than {hours} h can no longer be read with query --as-of")
+    else:
+        print(f"would delete {counted}; run with --apply to delete them")
     return 0
 
 
@@ -348,6 +875,63 @@ def build_parser() -> argparse.ArgumentParser:
     p = ssub.add_parser("check", help="load spec files and list what each builds")
     p.add_argument("paths", nargs="*", help="spec files or folders (default: BATCH_ASSETS_SPECS)")
     p.set_defaults(func=cmd_specs_check)
+    p = sub.add_parser(
+        "history",
+        help="every write of a table or a dataset's partitions, newest first, from the Delta log",
+        description="Every write of PARTITION (default: every partition) from the Delta log, newest first: "
+        "when (UTC), the table version, the run, the model version (sha256 prefix), the rows written, and the "
+        "dead letters and input checksum where the commit recorded them. For a dataset name, each write's "
+        "predictions commit and the dead-letters commit that closed it are one line.",
+    )
+    p.add_argument(
+        "dataset",
+        metavar="DATASET",
+        help="a table schema.table, or a scored dataset's name (risk_scores: its predictions with its dead letters)",
+    )
+    p.add_argument("partition", nargs="?", metavar="PARTITION", help="a partition key, e.g. 2026-10-12")
+    p.add_argument("--json", action="store_true", help="a JSON list, full run ids and checksums included")
+    p.set_defaults(func=cmd_history)
+    p = sub.add_parser(
+        "query",
+        help="run SQL over the lake's tables, optionally as they were (--as-of)",
+        description=QUERY_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("sql", metavar="SQL", help="DuckDB SQL; tables are schema.table (predictions.risk_scores)")
+    p.add_argument(
+        "--as-of",
+        type=_as_of_arg,
+        metavar="VERSION|TIMESTAMP",
+        help="read tables as they were: a table version (an integer) or an ISO timestamp (no zone: UTC)",
+    )
+    p.add_argument(
+        "--table",
+        action="append",
+        default=[],
+        type=_table_arg,
+        metavar="schema.table",
+        help="a table --as-of applies to (repeatable; default: every lake table the SQL reads)",
+    )
+    p.add_argument(
+        "--format", choices=["table", "csv", "json"], default="table", help="output (default: table)"
+    )
+    p.set_defaults(func=cmd_query)
+    p = sub.add_parser(
+        "vacuum",
+        help="delete files of old table versions (a dry run unless --apply)",
+        description="Delete data files that no table's latest version uses and that are older than the "
+        "retention, which bounds how far back query --as-of can read. A dry run lists per table how many "
+        "files would go; --apply deletes them. Keep the retention above the longest write: a file of a "
+        "write still in progress is not yet in the log.",
+    )
+    p.add_argument(
+        "--retention-hours",
+        type=_hours_arg,
+        metavar="N",
+        help="keep files of versions from the last N hours (default: BATCH_ASSETS_LAKE_RETENTION_HOURS, 168)",
+    )
+    p.add_argument("--apply", action="store_true", help="delete the files (default: list them only)")
+    p.set_defaults(func=cmd_vacuum)
     p = sub.add_parser("where", help="print where the state lives")
     p.set_defaults(func=cmd_where)
     p = sub.add_parser("init", help="create the state folder and its dagster.yaml")
@@ -374,15 +958,17 @@ def main(argv: list[str] | None = None) -> int:
         SpecError,
         FileNotFoundError,
         json.JSONDecodeError,
+        CommandError,
     ) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:
         from batch_assets.local_runs import RunFailed
+        from batch_assets.storage.lake import LakeError
 
-        if not isinstance(exc, RunFailed):
+        if not isinstance(exc, RunFailed | LakeError):
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(exc) if isinstance(exc, LakeError) else exc}", file=sys.stderr)
         return 2
 
 

@@ -1,4 +1,4 @@
-"""Regenerate the README's screenshots from the project as it is.
+"""Regenerate the screenshots of README.md and docs/operations.md from the project as it is.
 
     PYTHONPATH=. .venv/bin/python docs/screenshots.py [STATE_FOLDER]
 
@@ -29,7 +29,8 @@ def main() -> None:
     ).resolve()
     env = {**os.environ, "BATCH_ASSETS_HOME": str(home), "DAGSTER_HOME": str(home / "dagster_home")}
     cli = str(Path(sys.executable).parent / "batch-assets")
-    if not (home / "warehouse.duckdb").exists():  # an existing demo state folder is reused as it is
+    scores = home / "lake" / "predictions" / "risk_scores" / "_delta_log"
+    if not scores.exists():  # an existing demo state folder is reused as it is
         subprocess.run([cli, "demo", "--days", "57", "--customers", "2000"], env=env, check=True)
     subprocess.run([cli, "materialize", DAY, "--job", "score_daily"], env=env, check=True)
     out = REPO / "docs" / "screenshots"

@@ -74,7 +74,7 @@ def test_errors_are_one_clear_line_and_exit_2(home, tmp_path):
 
 def test_where_prints_the_state_folder(home):
     out = cli("where", home=home).stdout
-    assert str(home) in out and "warehouse.duckdb" in out
+    assert str(home) in out and f"lake (Delta):    {home / 'lake'}" in out and "warehouse" not in out
 
 
 def test_init_creates_the_state_folder_with_its_dagster_yaml(home):

@@ -6,11 +6,12 @@ import sys
 from pathlib import Path
 
 import dagster as dg
-import duckdb
 import pytest
+from deltalake import DeltaTable
 
 from batch_assets.scoring.registry import ModelRegistry
-from tests.conftest import make_model, write_artifact
+from batch_assets.settings import Settings
+from tests.conftest import lake_connection, make_model, write_artifact
 
 CLI = str(Path(sys.executable).parent / "batch-assets")
 DAYS = 10  # the full 60-day demo is `make demo`; ten days exercise every step of it
@@ -29,7 +30,7 @@ def demo(home: Path) -> str:
 
 
 def counts(home: Path):
-    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+    with lake_connection(Settings(home=home)) as con:
         return con.execute(
             """SELECT f.partition_date, f.n, p.n, p.distinct_n, p.versions
             FROM (SELECT partition_date, count(*) n FROM features.customer_daily GROUP BY ALL) f
@@ -46,8 +47,19 @@ def test_demo_from_scratch_then_again(tmp_path):
     out = demo(home)
     assert "registered risk_model version 1" in out and "promoted it to champion" in out
     assert f"done: {DAYS} days" in out and str(home) in out and "make ui" in out
-    for sub in ["warehouse.duckdb", "registry", "landing", "dagster_home/dagster.yaml"]:
+    for sub in ["registry", "landing", "dagster_home/dagster.yaml"]:
         assert (home / sub).exists(), sub
+    # the state folder holds Delta tables, which deltalake (pandas, Polars, Spark, ...) opens as they are
+    for table in [
+        "raw/transactions",
+        "features/customer_daily",
+        "predictions/risk_scores",
+        "predictions/dead_letters",
+        "predictions/risk_summary",
+    ]:
+        assert (home / "lake" / table / "_delta_log").is_dir(), table
+    scores = DeltaTable(str(home / "lake/predictions/risk_scores")).to_pandas()
+    assert len(scores) == scores[["entity_id", "partition_date"]].drop_duplicates().shape[0] > 0
 
     first = counts(home)
     assert len(first) == DAYS

@@ -1,8 +1,16 @@
 """The deployments under deployments/: the same Definitions with each dagster.yaml, Postgres storage on a
-real Postgres 15 server, and the Kubernetes Jobs dagster-k8s builds for a scoring run and step."""
+real Postgres 15 server, and the Kubernetes Jobs dagster-k8s builds for a scoring run and step.
+
+Every table is a Delta table in the lake (``BATCH_ASSETS_LAKE_URI``, on S3 at scale) and writers of different
+partitions commit concurrently, so no deployment serialises writers: the only pool is ``scoring``, which
+sizes parallel scoring, and none is limited to 1."""
 
 import json
+import os
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -23,14 +31,16 @@ from dagster_k8s.job import (
 
 from batch_assets.definitions import build_definitions
 from batch_assets.k8s import K8S_CONFIG_TAG, SCORING_K8S_CONFIG, executor_config
-from batch_assets.predictions import MODEL_VERSION_TAG, risk_scores
+from batch_assets.predictions import MODEL_VERSION_TAG, SCORING_POOL, risk_scores
 from batch_assets.settings import Settings
+from batch_assets.storage.lake import Lake
 from tests.servers import postgres15
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOYMENTS = REPO / "deployments"
 IMAGE = "registry.example.com/batch-assets:0.1.0"
 PG_SECRET = "pg-password-not-to-be-seen"
+DAGSTER_YAMLS = sorted(DEPLOYMENTS.glob("*/dagster.yaml"))
 
 
 def instance_dir(tmp_path: Path, name: str) -> Path:
@@ -64,7 +74,8 @@ K8S_ENV = {
 
 
 def test_same_definitions_in_local_docker_and_k8s(monkeypatch):
-    local = build_definitions(Settings.from_env())
+    local_settings = Settings.from_env()
+    local = build_definitions(local_settings)
     for var, value in K8S_ENV.items():
         monkeypatch.setenv(var, value)
     monkeypatch.setenv("BATCH_ASSETS_EXECUTOR", "in_process")
@@ -78,9 +89,14 @@ def test_same_definitions_in_local_docker_and_k8s(monkeypatch):
     assert executors == ["in_process", "in_process", "k8s"]
     assert local.resources["model_registry"].root.endswith("/registry")
     assert k8s.resources["model_registry"].root == "s3://batch-assets/registry"
-    assert docker.resources["lake"].uri == "s3://batch-assets/lake" and local.resources["lake"].uri == ""
+    # every table lives in the lake: a folder under BATCH_ASSETS_HOME by default, S3 at scale
+    assert local.resources["warehouse"].lake_uri == str(local_settings.home / "lake")
+    for defs in (docker, k8s):
+        assert defs.resources["warehouse"].lake_uri == "s3://batch-assets/lake"
     config = executor_config(risk_scores.op.name, gpu=True)
     assert process_config(k8s_job_executor.config_schema.config_type, config).success
+    # docs/deployment.md: `max_concurrent` caps the step pods of one run
+    assert process_config(k8s_job_executor.config_schema.config_type, {**config, "max_concurrent": 4}).success
     # secrets are bound as EnvVar: the definitions hold the variable's name, not its value
     assert "s3-secret-not-to-be-seen" not in repr(k8s.resources)
 
@@ -91,6 +107,46 @@ def test_local_dagster_yaml_loads(tmp_path):
         assert type(instance.run_storage).__name__ == "SqliteRunStorage"
     finally:
         instance.dispose()
+
+
+def test_the_only_pool_is_scoring_on_the_predictions_assets(monkeypatch):
+    """Checks and the other assets are in no pool; every scored dataset's predictions are in `scoring`."""
+    monkeypatch.setenv("BATCH_ASSETS_SPECS", str(REPO / "batch_assets" / "specs" / "examples"))
+    repo = build_definitions(Settings.from_env()).get_repository_def()
+    pools: dict[str | None, set[str]] = {}
+    for job in repo.get_all_jobs():
+        for op in job.graph.iterate_op_defs():
+            pools.setdefault(op.pool, set()).add(op.name)
+    assert set(pools) <= {None, SCORING_POOL}
+    assert risk_scores.op.pool == SCORING_POOL
+    assert pools[SCORING_POOL] == {"predictions__risk_scores", "predictions__failure_scores"}
+    assert not any("check" in name or "summary" in name for name in pools[SCORING_POOL])
+
+
+def pool_and_run_limits(path: Path) -> tuple[int, int]:
+    concurrency = yaml.safe_load(path.read_text())["concurrency"]
+    assert set(concurrency["pools"]) == {"default_limit"}, f"{path}: only the default limit is set"
+    return concurrency["pools"]["default_limit"], concurrency["runs"]["max_concurrent_runs"]
+
+
+@pytest.mark.parametrize("path", DAGSTER_YAMLS, ids=lambda p: p.parent.name)
+def test_no_deployment_limits_a_pool_to_one_writer(path):
+    """The pool limit is how many partitions are scored at once, never a single-writer lock."""
+    pools, runs = pool_and_run_limits(path)
+    assert pools > 1 and runs > 1, f"{path}: pool limit {pools}, run limit {runs}"
+    text = path.read_text()
+    assert not re.search(r"limit:\s*1\b", text), f"{path} still limits something to 1"
+    assert "dagster instance concurrency set scoring" in text, f"{path}: say how to override the limit"
+
+
+def test_deployment_files_name_no_single_writer_storage():
+    """The DuckDB file, its writer pool and the home-made Parquet export are gone from every deployment."""
+    stale = ("duckdb_warehouse", "warehouse.duckdb", "_current.json", "batch-assets-lake/v1", "ReadWriteMany")
+    for path in sorted(p for p in DEPLOYMENTS.rglob("*") if p.is_file()):
+        text = path.read_text()
+        for word in stale:
+            assert word not in text, f"{path.relative_to(REPO)} mentions {word}"
+    assert [p.parent.name for p in DAGSTER_YAMLS] == ["docker", "k8s", "local"]
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +173,8 @@ def pg_env(postgres, monkeypatch):
 def test_postgres_storage_materializes_a_partition_and_ticks_the_sensor(
     pg_env, tmp_path, landing, registered_model
 ):
-    instance = dg.DagsterInstance.from_config(str(instance_dir(tmp_path, "docker")))
+    home = instance_dir(tmp_path, "docker")
+    instance = dg.DagsterInstance.from_config(str(home))
     try:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
@@ -132,6 +189,28 @@ def test_postgres_storage_materializes_a_partition_and_ticks_the_sensor(
         assert result.success
         mat = instance.get_latest_materialization_event(risk_scores.key).asset_materialization
         assert mat.partition == day
+        # the partition is one Delta commit of the lake, with the run's provenance in its metadata
+        (write,) = Lake(landing.lake_location).history("predictions.risk_scores", day)
+        assert write.metadata["run_id"] == result.run_id and write.metadata["model_version"] == "1"
+        # the scoring step took its slot from the `scoring` pool, sized by dagster.yaml's default limit;
+        # `dagster instance concurrency set scoring N` (as the deployment docs say) overrides it
+        pool = instance.event_log_storage.get_concurrency_info(SCORING_POOL)
+        assert (pool.limit, pool.using_default_limit, pool.claimed_slots) == (4, True, [])
+        subprocess.run(
+            [
+                str(Path(sys.executable).parent / "dagster"),
+                "instance",
+                "concurrency",
+                "set",
+                SCORING_POOL,
+                "6",
+            ],
+            env={**os.environ, "DAGSTER_HOME": str(home)},
+            check=True,
+            capture_output=True,
+        )
+        pool = instance.event_log_storage.get_concurrency_info(SCORING_POOL)
+        assert (pool.limit, pool.using_default_limit) == (6, False)
         # ticks of the rollout sensor, reading the run history from Postgres: a new champion gets a canary
         sensor = defs.resolve_sensor_def("risk_model_champion_rollout")
 
@@ -216,14 +295,22 @@ def to_manifest(job) -> dict:
     return manifest
 
 
+def claims(job_manifest: dict) -> list[str]:
+    """The PersistentVolumeClaims a Job's pod mounts (dagster-k8s itself mounts only ConfigMaps)."""
+    volumes = job_manifest["spec"]["template"]["spec"].get("volumes", [])
+    return [v["persistentVolumeClaim"]["claimName"] for v in volumes if "persistentVolumeClaim" in v]
+
+
 def env_from(container: dict) -> set[str]:
     return {e.get("secretRef", e.get("configMapRef", {})).get("name") for e in container.get("envFrom", [])}
 
 
-def test_scoring_step_and_run_jobs_are_valid_kubernetes_manifests(tmp_path, monkeypatch):
+@pytest.mark.parametrize("gpu", [True, False], ids=["gpu", "cpu"])
+def test_scoring_step_and_run_jobs_are_valid_kubernetes_manifests(tmp_path, monkeypatch, gpu):
     monkeypatch.setenv("BATCH_ASSETS_EXECUTOR", "k8s")
-    monkeypatch.setenv("BATCH_ASSETS_K8S_SCORING_GPU", "1")
+    monkeypatch.setenv("BATCH_ASSETS_K8S_SCORING_GPU", "1" if gpu else "0")
     settings = Settings.from_env()
+    assert settings.k8s_scoring_gpu is gpu
     defs = build_definitions(settings)
     launcher, api = offline_launcher(tmp_path)
     (tmp_path / "dagster").mkdir()
@@ -251,11 +338,15 @@ def test_scoring_step_and_run_jobs_are_valid_kubernetes_manifests(tmp_path, monk
         assert env_from(run_container) == {"batch-assets-env", "batch-assets-s3", "batch-assets-postgres"}
         assert run_container["resources"]["requests"] == {"cpu": "250m", "memory": "512Mi"}
         assert run_manifest["spec"]["backoffLimit"] == 0
+        # no shared state volume: every pod reaches the lake on S3 through the batch-assets-env settings
+        assert claims(run_manifest) == []
 
         # the scoring step: what k8s_job_executor's step handler merges (launcher, executor config, the
         # asset's dagster-k8s/config op tag, the per-step override) and builds with construct_dagster_k8s_job
         assert json.loads(risk_scores.op.tags[K8S_CONFIG_TAG]) == SCORING_K8S_CONFIG
-        exec_cfg = executor_config(risk_scores.op.name, gpu=True)
+        assert risk_scores.op.pool == SCORING_POOL  # the pool sizes how many of these pods run at once
+        exec_cfg = executor_config(risk_scores.op.name, gpu=settings.k8s_scoring_gpu)
+        assert ("per_step_k8s_config" in exec_cfg) is gpu
         context = (
             K8sContainerContext.create_for_run(run, launcher, include_run_tags=False)
             .merge(
@@ -264,14 +355,12 @@ def test_scoring_step_and_run_jobs_are_valid_kubernetes_manifests(tmp_path, monk
                 )
             )
             .merge(K8sContainerContext(run_k8s_config=get_user_defined_k8s_config(risk_scores.op.tags)))
-            .merge(
-                K8sContainerContext(
-                    run_k8s_config=UserDefinedDagsterK8sConfig.from_dict(
-                        exec_cfg["per_step_k8s_config"][risk_scores.op.name]
-                    )
-                )
-            )
         )
+        for op_name, override in exec_cfg.get("per_step_k8s_config", {}).items():
+            assert op_name == risk_scores.op.name
+            context = context.merge(
+                K8sContainerContext(run_k8s_config=UserDefinedDagsterK8sConfig.from_dict(override))
+            )
         step_job = construct_dagster_k8s_job(
             job_config=context.get_k8s_job_config(IMAGE, launcher),
             args=["dagster", "api", "execute_step"],
@@ -287,11 +376,26 @@ def test_scoring_step_and_run_jobs_are_valid_kubernetes_manifests(tmp_path, monk
         container = pod["containers"][0]
         assert container["image"] == IMAGE
         assert env_from(container) == {"batch-assets-env", "batch-assets-s3", "batch-assets-postgres"}
-        assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
-        assert container["resources"]["requests"] == {"cpu": "2", "memory": "8Gi"}
-        assert pod["nodeSelector"] == {"batch-assets/pool": "gpu"}
-        assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+        assert env["BATCH_ASSETS_TORCH_THREADS"] == "4"
         assert step["spec"]["template"]["metadata"]["labels"]["batch-assets/step"] == "scoring"
+        assert step["spec"]["backoffLimit"] == 0
+        assert claims(step) == []
+        if gpu:
+            assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+            assert container["resources"]["requests"] == {"cpu": "2", "memory": "8Gi"}
+            assert pod["nodeSelector"] == {"batch-assets/pool": "gpu"}
+            assert pod["tolerations"] == [
+                {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+            ]
+            assert env["BATCH_ASSETS_DEVICE"] == "auto"
+        else:
+            assert container["resources"] == {
+                "requests": {"cpu": "2", "memory": "4Gi"},
+                "limits": {"cpu": "4", "memory": "8Gi"},
+            }
+            assert "nodeSelector" not in pod and "tolerations" not in pod
+            assert "BATCH_ASSETS_DEVICE" not in env
     finally:
         instance.dispose()
 
@@ -445,3 +549,128 @@ def test_helm_values_use_only_documented_chart_keys():
         if d["kind"] == "ConfigMap"
     )
     assert cm["data"]["BATCH_ASSETS_EXECUTOR"] == "k8s" and not any("SECRET" in k for k in cm["data"])
+
+
+def test_k8s_values_put_the_lake_on_s3_and_size_parallel_scoring():
+    values = yaml.safe_load((DEPLOYMENTS / "k8s" / "values.yaml").read_text())
+    config_maps = {
+        d["metadata"]["name"]: d["data"]
+        for d in yaml.safe_load_all((DEPLOYMENTS / "k8s" / "config.yaml").read_text())
+        if d["kind"] == "ConfigMap"
+    }
+    assert set(config_maps) == {"batch-assets-env"}  # no PersistentVolumeClaim: pods share no volume
+    (deployment,) = values["dagster-user-deployments"]["deployments"]
+    launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
+    k8s_yaml = yaml.safe_load((DEPLOYMENTS / "k8s" / "dagster.yaml").read_text())
+    # the code server, the run pods (chart and dagster.yaml form) and so the step pods read the settings
+    # from that ConfigMap; in it the lake, the registry and the landing zone are on S3
+    sources = [
+        [c["name"] for c in deployment["envConfigMaps"]],
+        [c["name"] for c in launcher["envConfigMaps"]],
+        k8s_yaml["run_launcher"]["config"]["env_config_maps"],
+    ]
+    for names in sources:
+        env = {k: v for name in names for k, v in config_maps[name].items()}
+        assert env["BATCH_ASSETS_LAKE_URI"].startswith("s3://"), names
+        assert env["BATCH_ASSETS_REGISTRY_URI"].startswith("s3://")
+        assert env["BATCH_ASSETS_LANDING_URI"].startswith("s3://")
+        assert int(env["BATCH_ASSETS_LAKE_RETENTION_HOURS"]) > 0
+    for section in (deployment, launcher):
+        assert "volumes" not in section and "volumeMounts" not in section
+    # the chart's concurrency settings: the scoring pool's default limit is the number of parallel scoring
+    # pods (not 1), the run queue holds a backfill's runs; the same in the dagster.yaml form
+    concurrency = values["concurrency"]
+    assert concurrency["enabled"] is True
+    assert set(concurrency["pools"]) == {"defaultLimit"} and concurrency["pools"]["defaultLimit"] > 1
+    assert concurrency["pools"]["defaultLimit"] == k8s_yaml["concurrency"]["pools"]["default_limit"]
+    assert concurrency["runs"]["maxConcurrentRuns"] == k8s_yaml["concurrency"]["runs"]["max_concurrent_runs"]
+
+
+# a value that looks like a credential: an AWS key id, a PEM key, or a password/secret/key field holding a
+# literal rather than a reference (`env:`, `${VAR:?...}`, an empty placeholder)
+AWS_KEY_ID = re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b")
+SECRET_FIELD = re.compile(
+    r"(?i)^\s*-?\s*\"?([A-Za-z_]*(password|secret_access_key|secret_key|session_token|access_key_id|token))\"?"
+    r"\s*[:=]\s*(.*)$"
+)
+
+
+def test_deployments_hold_no_literal_credentials():
+    """Credentials reach the services through env/secret references only, never as values in a file."""
+    allowed = re.compile(r"^(\$\{[A-Z_]+:\?[^}]*\}|\"\"|''|~|\[\]|\{\}|)(\s*#.*)?$")
+    literal = SECRET_FIELD.match("  AWS_SECRET_ACCESS_KEY: wJalrXUtnFEMI")  # what the search must catch
+    assert literal and not allowed.match(literal.group(3))
+    for path in sorted(p for p in DEPLOYMENTS.rglob("*") if p.is_file()):
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            where = f"{path.relative_to(REPO)}:{n}"
+            assert not AWS_KEY_ID.search(line), where
+            assert "BEGIN" not in line or "PRIVATE KEY" not in line, where
+            if line.lstrip().startswith("#"):
+                continue
+            m = SECRET_FIELD.match(line)
+            if m:
+                value = m.group(3).strip()
+                assert allowed.match(value) or value.startswith(("env", "{env")), f"{where}: {line.strip()}"
+    # the dagster.yaml files take the Postgres password from the environment
+    for path in DAGSTER_YAMLS:
+        storage = yaml.safe_load(path.read_text()).get("storage")
+        if storage:
+            assert storage["postgres"]["postgres_db"]["password"] == {"env": "DAGSTER_PG_PASSWORD"}
+
+
+# -- the documentation of the deployments: every setting, no stale storage, links that resolve ------------
+
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+SETTING = re.compile(r"\bBATCH_ASSETS_[A-Z0-9_]*[A-Z0-9]\b")
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def settings_read_by_the_code() -> set[str]:
+    sources = [*(REPO / "batch_assets").rglob("*.py"), *(REPO / "resources").rglob("*.py")]
+    return {name for path in sources for name in SETTING.findall(path.read_text())}
+
+
+def test_every_setting_is_documented_and_linked_from_the_readme():
+    names = settings_read_by_the_code()
+    assert {"BATCH_ASSETS_LAKE_URI", "BATCH_ASSETS_LAKE_RETENTION_HOURS", "BATCH_ASSETS_HOME"} <= names
+    reference = (REPO / "docs" / "reference.md").read_text()
+    table = reference[
+        reference.index("## Settings") : reference.index("\n## ", reference.index("## Settings"))
+    ]
+    assert sorted(n for n in names if f"`{n}`" not in table) == []
+    assert "docs/reference.md" in (REPO / "README.md").read_text()
+
+
+def test_docs_name_no_removed_storage():
+    gone = ("duckdb_warehouse", "scoring/lake.py", "LakeResource", "batch-assets-lake/v1")
+    for path in DOCS:
+        text = path.read_text()
+        for word in gone:
+            assert word not in text, f"{path.relative_to(REPO)} mentions {word}"
+    readme = (REPO / "README.md").read_text()
+    assert "batch_assets/storage/lake.py" in readme and "make demo" in readme and "make test" in readme
+    assert not (REPO / "batch_assets" / "scoring" / "lake.py").exists()
+    assert (REPO / "batch_assets" / "storage" / "lake.py").exists()
+
+
+def anchors(markdown: str) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens."""
+    out = set()
+    for line in markdown.splitlines():
+        if line.startswith("#"):
+            title = line.lstrip("#").strip().lower()
+            out.add(re.sub(r"\s", "-", re.sub(r"[^\w\s-]", "", title)))
+    return out
+
+
+@pytest.mark.parametrize("path", DOCS, ids=lambda p: p.name)
+def test_links_and_images_resolve(path):
+    """Relative links (docs, screenshots, files of the repository) and their #anchors exist."""
+    for target in LINK.findall(path.read_text()):
+        if re.match(r"^[a-z]+:", target):
+            continue
+        file, _, anchor = target.partition("#")
+        dest = (path.parent / file).resolve() if file else path
+        assert dest.exists(), f"{path.relative_to(REPO)}: {target} does not exist"
+        if anchor:
+            assert anchor in anchors(dest.read_text()), f"{path.relative_to(REPO)}: no heading #{anchor}"

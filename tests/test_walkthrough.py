@@ -1,5 +1,5 @@
-"""README's "Score your own model", run as a new user would: its files written and its commands run, in
-order, by one shell in an empty folder (only the clone's path is filled in)."""
+"""docs/your-own-model.md's "Score your own model", run as a new user would: its files written and its
+commands run, in order, by one shell in an empty folder (only the clone's path is filled in)."""
 
 import os
 import re
@@ -8,14 +8,16 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from deltalake import DeltaTable
 
 REPO = Path(__file__).resolve().parent.parent
+DOC = REPO / "docs" / "your-own-model.md"
 SECTION = "## Score your own model"
 BLOCK = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
 
 
 def walkthrough_script(readme: str) -> str:
-    """The section's bash blocks verbatim and its `# file: NAME` blocks as heredocs, in README order."""
+    """The section's bash blocks verbatim and its `# file: NAME` blocks as heredocs, in document order."""
     start = readme.index(SECTION)
     end = readme.find("\n## ", start + len(SECTION))
     section = readme[start : end if end != -1 else None]
@@ -36,7 +38,7 @@ def walkthrough_script(readme: str) -> str:
 
 
 def test_every_command_of_the_section_is_in_the_script():
-    script = walkthrough_script((REPO / "README.md").read_text())
+    script = walkthrough_script(DOC.read_text())
     for command in (
         "batch-assets specs check",
         "models register pump_model",
@@ -49,7 +51,7 @@ def test_every_command_of_the_section_is_in_the_script():
 
 @pytest.mark.slow
 def test_score_your_own_model_walkthrough(tmp_path):
-    script = walkthrough_script((REPO / "README.md").read_text())
+    script = walkthrough_script(DOC.read_text())
     home = tmp_path / "home"
     env = {
         **os.environ,
@@ -68,9 +70,12 @@ def test_score_your_own_model_walkthrough(tmp_path):
     assert "pump_scores_pipeline 2026-11-01-05:00: ok" in out
     assert "2:2026-11-01-05:00\tpartition 2026-11-01-05:00\tcanary" in out
     assert "Validation successful" in out
-    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as con:
+    with duckdb.connect() as con:
+        con.register(
+            "pump_scores", DeltaTable(str(home / "lake" / "predictions" / "pump_scores")).to_pyarrow_dataset()
+        )
         rows = con.execute(
             "SELECT count(DISTINCT partition_date), count(*), string_agg(DISTINCT model_version) "
-            "FROM predictions.pump_scores"
+            "FROM pump_scores"
         ).fetchall()
     assert rows == [(6, 1800, "1")]

@@ -158,7 +158,9 @@ class Lake:
                 except ValueError as exc:
                     raise LakeError(f"{where}: not a lake table name ({exc})") from exc
                 if fs.get_file_info(f"{table_info.path}/{DELTA_LOG}").type != pafs.FileType.Directory:
-                    raise LakeError(f"{where} is not a Delta table (no {DELTA_LOG}): only tables belong there")
+                    raise LakeError(
+                        f"{where} is not a Delta table (no {DELTA_LOG}): only tables belong there"
+                    )
                 found.append(f"{schema}.{name}")
         return sorted(found)
 
@@ -303,8 +305,21 @@ class Lake:
                 t.cleanup_metadata()
         return out
 
+    def existing_files(self, table: str, paths: Iterable[str]) -> list[str]:
+        """Those of ``paths`` (relative to ``table``'s folder, as a dry-run :meth:`vacuum` lists them) that are
+        still there: delta-rs lists a removed file until its tombstone leaves the log, deleted or not."""
+        paths = list(paths)
+        if not paths:
+            return []
+        fs, base = self._filesystem()
+        schema, name = check_table(table)
+        infos = fs.get_file_info([f"{base}/{schema}/{name}/{p}" for p in paths])
+        return [p for p, info in zip(paths, infos, strict=True) if info.type != pafs.FileType.NotFound]
 
-def conform(data: pa.RecordBatchReader | pa.Table | Iterable[pa.RecordBatch], schema: pa.Schema) -> pa.RecordBatchReader:
+
+def conform(
+    data: pa.RecordBatchReader | pa.Table | Iterable[pa.RecordBatch], schema: pa.Schema
+) -> pa.RecordBatchReader:
     """A reader of ``data`` with exactly ``schema``'s columns and types, cast batch by batch."""
     if isinstance(data, pa.Table):
         data = data.to_reader()
@@ -345,4 +360,3 @@ def _int(value: object) -> int | None:
         return int(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return None
-
