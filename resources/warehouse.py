@@ -26,7 +26,9 @@ from batch_assets.storage.lake import Lake
 class WarehouseResource(DuckDBResource):
     """DuckDB connections with every table of the lake at ``lake_uri`` registered."""
 
-    database: str = Field(default=":memory:", description="DuckDB database; in memory: the lake holds the data.")
+    database: str = Field(
+        default=":memory:", description="DuckDB database; in memory: the lake holds the data."
+    )
     lake_uri: str = Field(description="Lake root: a local folder or s3://bucket/prefix.")
     threads: int | None = Field(default=None, description="DuckDB worker threads; default: all cores.")
     memory_limit: str | None = Field(
@@ -60,7 +62,9 @@ class WarehouseResource(DuckDBResource):
     @contextmanager
     def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
         # dagster-duckdb 0.29's closes the connection only when the block exits normally; this one always does
-        conn = duckdb.connect(self.database, config={"custom_user_agent": "dagster", **self.connection_config})
+        conn = duckdb.connect(
+            self.database, config={"custom_user_agent": "dagster", **self.connection_config}
+        )
         try:
             yield conn
         finally:

@@ -99,7 +99,8 @@ def replace_feature_partition(
     """Replace partition ``value`` of ``table`` with ``rows`` (key + columns) in one Delta commit."""
     schema = features_schema(key, columns, partition_type)
     data = rows.append_column(
-        schema.field("partition_date"), pa.repeat(pa.scalar(value, schema.field("partition_date").type), rows.num_rows)
+        schema.field("partition_date"),
+        pa.repeat(pa.scalar(value, schema.field("partition_date").type), rows.num_rows),
     )
     lake.replace_partition(table, schema, value, data, {"rows": rows.num_rows, **(metadata or {})})
     lake.register(con, [table])

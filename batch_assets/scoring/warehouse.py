@@ -248,7 +248,12 @@ def replace_raw_partition(
         _field("event_date", pa.date32(), False), pa.array([day] * table.num_rows, pa.date32())
     )
     lake.replace_partition(
-        RAW_TABLE, RAW_SCHEMA, day, rows, {"rows": table.num_rows, **(metadata or {})}, partition_by="event_date"
+        RAW_TABLE,
+        RAW_SCHEMA,
+        day,
+        rows,
+        {"rows": table.num_rows, **(metadata or {})},
+        partition_by="event_date",
     )
     lake.register(con, [RAW_TABLE])
     return table.num_rows
@@ -464,9 +469,7 @@ def replace_predictions_partition(
             reader.close()
             if spool is not None:
                 spool.close()
-        dead_rows = (
-            pq.ParquetFile(spool_path).iter_batches(65_536) if spool is not None else iter(())
-        )
+        dead_rows = pq.ParquetFile(spool_path).iter_batches(65_536) if spool is not None else iter(())
         lake.replace_partition(
             dead_letter_table,
             dead_schema,
