@@ -2,17 +2,19 @@
 partition keys and dataset specs. Each is refused with a clear message before it touches either, and
 afterwards the registry, the warehouse and the folder around them are exactly as before."""
 
+import datetime as dt
 import os
 from pathlib import Path
 
 import dagster as dg
-import duckdb
 import pytest
 
 from batch_assets import cli
 from batch_assets.predictions import MODEL_VERSION_TAG, ScoredDatasetSpec, risk_scores
 from batch_assets.scoring.names import InvalidName
 from batch_assets.scoring.registry import ModelRegistry
+from batch_assets.scoring.warehouse import predictions_schema
+from batch_assets.storage.lake import Lake
 from resources import build_resources
 from tests.conftest import write_artifact
 
@@ -44,10 +46,9 @@ def snapshot(root: Path) -> list[str]:
 
 
 def tables(settings) -> list[tuple]:
-    with duckdb.connect(str(settings.warehouse), read_only=True) as con:
-        return con.execute(
-            "SELECT schema_name, table_name, estimated_size FROM duckdb_tables() ORDER BY ALL"
-        ).fetchall()
+    """Every lake table with its version: a hostile string that wrote anything would add a version."""
+    lake = Lake(str(settings.lake))
+    return [(t, lake.table(t).version()) for t in lake.tables()]
 
 
 @pytest.fixture
@@ -55,9 +56,12 @@ def world(settings, tmp_path):
     registry = ModelRegistry(settings.registry)
     artifact = write_artifact(tmp_path / "artifact" / "model.safetensors")
     registry.promote("risk_model", registry.register("risk_model", artifact).version, "champion")
-    with duckdb.connect(str(settings.warehouse)) as con:
-        con.execute("CREATE SCHEMA IF NOT EXISTS predictions")
-        con.execute("CREATE TABLE predictions.risk_scores AS SELECT 1 AS entity_id")
+    Lake(str(settings.lake)).replace_partition(  # a table in the lake that hostile input must not touch
+        "predictions.risk_scores",
+        predictions_schema(),
+        dt.date(2026, 9, 1),
+        predictions_schema().empty_table(),
+    )
     return settings, registry, artifact
 
 

@@ -1,25 +1,21 @@
 """Transient failures are retried with backoff; permanent ones fail at once, with their message, unretried.
 
-Real conditions only: another process holding the DuckDB file's write lock, a registry folder that is away
+Real conditions only: a registry folder that is away
 for a moment, a features table with a column dropped, an artifact with one byte changed.
 """
 
 import shutil
-import subprocess
-import sys
 import threading
 import time
 
 import dagster as dg
-import duckdb
 import pytest
 
 from batch_assets.definitions import build_definitions
 from batch_assets.predictions import risk_scores
 from batch_assets.scoring.registry import ModelRegistry
 from resources import build_resources
-from resources.warehouse import WarehouseResource
-from tests.conftest import write_artifact
+from tests.conftest import drop_lake_column, lake_connection, write_artifact
 
 DAY = "2026-09-01"
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
@@ -68,7 +64,7 @@ def failure_message(result) -> str:
 
 
 def rows(settings) -> tuple[int, int]:
-    with duckdb.connect(str(settings.warehouse), read_only=True) as con:
+    with lake_connection(settings) as con:
         return con.execute(
             "SELECT count(*), count(DISTINCT entity_id) FROM predictions.risk_scores WHERE partition_date = $d",
             {"d": DAY},
@@ -76,37 +72,10 @@ def rows(settings) -> tuple[int, int]:
 
 
 def features(settings) -> int:
-    with duckdb.connect(str(settings.warehouse), read_only=True) as con:
+    with lake_connection(settings) as con:
         return con.execute(
             "SELECT count(*) FROM features.customer_daily WHERE partition_date = $d", {"d": DAY}
         ).fetchall()[0][0]
-
-
-def test_a_warehouse_locked_by_another_writer_is_retried_then_scored_once(ready, instance):
-    expected = features(ready)
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('locked', flush=True); "
-            "time.sleep(float(sys.argv[2])); c.close()",
-            str(ready.warehouse),
-            "2.5",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "locked"
-        # no in-resource lock retries: the step's retry policy is what gets it through
-        result, _ = score(
-            ready, instance, warehouse=WarehouseResource(database=str(ready.warehouse), lock_retries=0)
-        )
-    finally:
-        holder.wait(timeout=30)
-    assert result.success
-    assert retries(result) >= 1
-    assert rows(ready) == (expected, expected)
 
 
 def test_a_registry_away_for_a_moment_is_retried(ready, instance):
@@ -131,8 +100,7 @@ def test_a_registry_that_stays_away_fails_after_the_retries_with_its_reason(read
 
 
 def test_a_schema_break_fails_at_once_naming_the_column(ready, instance):
-    with duckdb.connect(str(ready.warehouse)) as con:
-        con.execute("ALTER TABLE features.customer_daily DROP COLUMN txn_count_1d")
+    drop_lake_column(ready, "features.customer_daily", "txn_count_1d")
     result, seconds = score(ready, instance)
     assert not result.success and retries(result) == 0
     assert "schema break" in failure_message(result) and "'txn_count_1d'" in failure_message(result)
@@ -147,5 +115,5 @@ def test_a_checksum_mismatch_fails_at_once(ready, instance):
     result, _ = score(ready, instance)
     assert not result.success and retries(result) == 0
     assert "does not match the manifest" in failure_message(result)
-    with duckdb.connect(str(ready.warehouse), read_only=True) as con:
+    with lake_connection(ready) as con:
         assert con.execute("SELECT count(*) FROM predictions.risk_scores").fetchall()[0][0] == 0

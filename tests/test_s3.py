@@ -6,17 +6,16 @@ import uuid
 from pathlib import Path
 
 import dagster as dg
-import duckdb
 import pytest
 from dagster_aws.s3 import S3Resource
+from deltalake import DeltaTable
 
 from batch_assets.definitions import build_definitions
-from batch_assets.scoring import lake
 from batch_assets.scoring.demo_data import DemoConfig, write_landing
 from batch_assets.scoring.registry import ChecksumMismatch, ModelRegistry, VersionExists
 from batch_assets.scoring.store import S3Options, Store
 from batch_assets.settings import Settings
-from tests.conftest import write_artifact
+from tests.conftest import lake_connection, write_artifact
 from tests.servers import moto_s3
 
 pytestmark = pytest.mark.slow
@@ -92,7 +91,7 @@ def upload_landing(tmp_path: Path, store: Store) -> None:
         store.upload(f, f.relative_to(local).as_posix())
 
 
-def test_pipeline_reads_landing_and_model_from_s3_and_exports_atomically(
+def test_pipeline_reads_landing_and_model_from_s3_and_writes_the_lake_on_s3(
     bucket, s3, endpoint, creds, tmp_path, monkeypatch
 ):
     for var, value in {
@@ -134,29 +133,47 @@ def test_pipeline_reads_landing_and_model_from_s3_and_exports_atomically(
         assert f"s3://{bucket}/landing/{bad}" in failure.step_failure_data.error.message
         assert "not readable Parquet" in failure.step_failure_data.error.message
 
-        lake_store = Store(f"s3://{bucket}/lake", s3)
+        # the lake itself is on S3: the tables are Delta tables that deltalake (or Spark, Trino, ...) reads
+        opts = {
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ALLOW_HTTP": "true",
+            "AWS_REGION": REGION,
+            "AWS_ACCESS_KEY_ID": creds["key"],
+            "AWS_SECRET_ACCESS_KEY": creds["secret"],
+        }
+        uri = f"s3://{bucket}/lake/predictions/risk_scores"
         day2 = dt.date.fromisoformat(DAY2)
-        exported = lake.read_partition(lake_store, "predictions.risk_scores", day2)
-        with duckdb.connect(str(settings.warehouse), read_only=True) as con:
+        assert not (settings.lake / "predictions").exists(), "the lake must be on S3, not local"
+        with lake_connection(settings) as con:
             stored = con.execute(
                 "SELECT entity_id, score, run_id FROM predictions.risk_scores WHERE partition_date = ? "
                 "ORDER BY entity_id",
                 [day2],
             ).fetchall()
-        # the lake copy is queried in DuckDB as Arrow (httpfs is not needed)
-        with duckdb.connect() as con:
-            con.register("exported", exported)
-            got = con.execute("SELECT entity_id, score, run_id FROM exported ORDER BY entity_id").fetchall()
+        table = DeltaTable(uri, storage_options=opts).to_pyarrow_table(
+            filters=[("partition_date", "=", day2)]
+        )
+        got = sorted(
+            zip(*(table.column(c).to_pylist() for c in ("entity_id", "score", "run_id")), strict=True)
+        )
         assert len(stored) > 100 and got == stored and {r[2] for r in got} == {first.run_id}
 
-        # a re-run replaces the partition: one pointer, one write folder, the new run's rows
+        # a re-run replaces the partition in one new commit: the new run's rows only, no duplicates
+        before = DeltaTable(uri, storage_options=opts).version()
         second = run("score_daily", DAY2)
         assert second.success
-        prefix = lake.partition_rel("predictions.risk_scores", day2)
-        assert lake_store.list_files(prefix) == [lake.POINTER]
-        assert len(lake_store.list_dirs(prefix)) == 1
-        again = lake.read_partition(lake_store, "predictions.risk_scores", day2)
+        t = DeltaTable(uri, storage_options=opts)
+        assert t.version() == before + 1
+        again = t.to_pyarrow_table(filters=[("partition_date", "=", day2)])
         assert again.num_rows == len(stored) and set(again.column("run_id").to_pylist()) == {second.run_id}
+        assert t.history(1)[0]["run_id"] == second.run_id  # provenance in the commit
+
+        # no secret in the Delta log either
+        log = Store(f"s3://{bucket}/lake", s3)
+        for rel in ("predictions/risk_scores/_delta_log", "predictions/dead_letters/_delta_log"):
+            for name in log.list_files(rel):
+                text = log.read_bytes(f"{rel}/{name}").decode("utf-8", "replace")
+                assert creds["secret"] not in text and creds["key"] not in text
 
         assert_secret_nowhere(instance, tmp_path / "dagster", defs, creds["secret"], creds["key"])
 
