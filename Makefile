@@ -56,9 +56,13 @@ validate: install
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
+# BENCH_ARGS go to bench_scoring.py (e.g. --full, --rounds 5); SCALEOUT_ARGS to bench_scaleout.py
+# (e.g. --partitions 32 --rows 200000, --storage local). Results land in benchmarks/results/ (git-ignored).
 bench: install
-	$(BIN)/python benchmarks/bench_scoring.py $(BENCH_ARGS)
-	$(BIN)/python benchmarks/bench_backfill.py
+	mkdir -p benchmarks/results
+	set -o pipefail; $(BIN)/python benchmarks/bench_scoring.py $(BENCH_ARGS) | tee benchmarks/results/scoring.md
+	set -o pipefail; $(BIN)/python benchmarks/bench_backfill.py | tee benchmarks/results/backfill.md
+	set -o pipefail; $(BIN)/python benchmarks/bench_scaleout.py $(SCALEOUT_ARGS) | tee benchmarks/results/scaleout.md
 
 # Refresh constraints.txt from the current .venv after changing dependencies in pyproject.toml.
 constraints:

@@ -21,6 +21,10 @@ def prepare_dagster_home(settings: Settings) -> Path:
     """Create the state folder and DAGSTER_HOME with the embedded default's dagster.yaml."""
     settings.ensure()
     target = settings.dagster_home / "dagster.yaml"
+    if target.exists() and "duckdb_warehouse" in target.read_text():
+        # The copy shipped before the lake: its pool limit of 1 (a DuckDB writer lock) would score one
+        # partition at a time. Kept beside the new one, in case it was edited.
+        target.replace(target.with_name("dagster.yaml.before-lake"))
     if not target.exists():
         shutil.copyfile(REPO_ROOT / "deployments" / "local" / "dagster.yaml", target)
     return settings.dagster_home

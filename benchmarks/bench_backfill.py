@@ -1,9 +1,10 @@
 """Run shapes of a backfill: one run per partition vs chunked runs (BackfillPolicy.multi_run).
 
-    python benchmarks/bench_backfill.py [--customers 10000] [--partitions 10]
+    python benchmarks/bench_backfill.py [--customers 10000] [--partitions 10] [--out FILE]
 
-Builds a temporary state folder (demo landing data, raw and features materialized), registers a model,
-then scores the same partitions twice with the `score_daily` job (scores, checks and summary), in process:
+Builds a temporary state folder (demo landing data; raw and features materialized into its lake, a folder
+of Delta tables), registers a model, then scores the same partitions twice with the `score_daily` job
+(scores, checks and summary), in process:
   per_partition  one run per partition, as the sensor and the schedule do
   chunked        one run over the whole range, as a backfill with BackfillPolicy.multi_run does
 and reports wall time per partition and the model-load time each run paid. Runs launched by the daemon
@@ -20,7 +21,6 @@ import time
 from pathlib import Path
 
 import dagster as dg
-import duckdb
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -31,8 +31,9 @@ from batch_assets.scoring.demo_data import DemoConfig, write_landing  # noqa: E4
 from batch_assets.scoring.model_format import TabularMLP  # noqa: E402
 from batch_assets.scoring.registry import ModelRegistry  # noqa: E402
 from batch_assets.scoring.training import export_model  # noqa: E402
-from batch_assets.scoring.warehouse import FEATURE_COLUMNS  # noqa: E402
+from batch_assets.scoring.warehouse import FEATURE_COLUMNS, FEATURES_TABLE  # noqa: E402
 from batch_assets.settings import Settings  # noqa: E402
+from batch_assets.storage.lake import Lake  # noqa: E402
 
 PREDS = dg.AssetKey(["predictions", "risk_scores"])
 
@@ -52,6 +53,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--customers", type=int, default=10_000)
     ap.add_argument("--partitions", type=int, default=10)
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "backfill.jsonl")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(home=Path(tmp) / "home").ensure()
@@ -61,11 +63,9 @@ def main() -> None:
         keys = [d.isoformat() for d in cfg.dates]
         with dg.instance_for_test(temp_dir=tmp) as instance:
             run_partitions(defs, instance, "ingest_daily", keys)
-            with duckdb.connect(str(settings.warehouse), read_only=True) as con:
-                ref = con.execute(
-                    f"SELECT {', '.join(FEATURE_COLUMNS)} FROM features.customer_daily"
-                ).fetchnumpy()
-            x = np.column_stack([ref[c] for c in FEATURE_COLUMNS]).astype(np.float32)
+            features = Lake(settings.lake_location).table(FEATURES_TABLE).to_pyarrow_dataset()
+            ref = features.to_table(columns=list(FEATURE_COLUMNS))
+            x = np.column_stack([ref.column(c).to_numpy() for c in FEATURE_COLUMNS]).astype(np.float32)
             model = TabularMLP(len(FEATURE_COLUMNS), (64, 32)).eval()
             artifact = export_model(
                 model,
@@ -115,8 +115,8 @@ def main() -> None:
                 }
             )
 
-    out = Path(__file__).parent / "results" / "backfill.jsonl"
-    out.parent.mkdir(exist_ok=True)
+    out = args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w") as f:
         for r in results:
             f.write(json.dumps({**r, "customers": args.customers}) + "\n")

@@ -1,16 +1,16 @@
 """A root folder on a filesystem: a local path or ``s3://bucket/prefix``, through ``pyarrow.fs``.
 
-The registry, the landing reader and the lake export all work on a :class:`Store`, so the same code serves
+The registry and the landing reader work on a :class:`Store`, so the same code serves
 ``/srv/batch-assets/registry`` and ``s3://models/registry``. Paths given to a store are relative to its
 root and use ``/``. What differs between the backends is said where it matters:
 
 - ``write_bytes`` is atomic on both: a local file is written beside its target and renamed over it; an S3
   object is one PUT, which readers see whole or not at all.
 - S3 has no rename and no lock; callers that need a commit point write a small marker object last
-  (the registry's manifest, the lake's ``_current.json``).
+  (the registry's manifest).
 
-DuckDB's ``httpfs`` extension cannot be installed offline, so S3 data is read through pyarrow and handed
-to DuckDB as Arrow tables.
+The tables themselves are Delta tables (``batch_assets.storage.lake``): delta-rs commits them, with its
+own conditional writes on S3.
 """
 
 from __future__ import annotations

@@ -106,7 +106,10 @@ class Lake:
         return DeltaTable.is_deltatable(self.uri(table), storage_options=self._options())
 
     def table(self, table: str, as_of: int | dt.datetime | None = None) -> DeltaTable:
-        """The Delta table ``table``, at its latest version or ``as_of`` (a version or a time)."""
+        """The Delta table ``table``, at its latest version or ``as_of``: a version, or a time (the latest
+        version committed at or before it, see :meth:`version_at`)."""
+        if isinstance(as_of, dt.datetime):
+            as_of = self.version_at(table, as_of)
         uri = self.uri(table)
         try:
             t = DeltaTable(uri, storage_options=self._options())
@@ -259,6 +262,26 @@ class Lake:
             con.execute(f'CREATE OR REPLACE VIEW "{schema}"."{short}" AS SELECT * FROM "{hidden}"')  # noqa: S608
         return names
 
+    def version_at(self, table: str, at: dt.datetime) -> int:
+        """The latest version of ``table`` whose commit time, as its log records it (the time
+        :meth:`history` shows), is at or before ``at`` (naive times are UTC).
+
+        Resolved from the log rather than by delta-rs's own timestamp lookup, which goes by the log files'
+        modification times (those change when a lake is copied or restored) and falls back to the oldest
+        version for a time before it.
+        """
+        at = at.replace(tzinfo=dt.UTC) if at.tzinfo is None else at
+        commits = self.history(table)
+        before = [w.version for w in commits if w.timestamp <= at]
+        if not before:
+            oldest = min(commits, key=lambda w: w.version)
+            first = "its first commit" if oldest.version == 0 else "its oldest retained commit"
+            raise LakeError(
+                f"{table} has no version as of {_iso(at)}: {first}, version {oldest.version}, is at "
+                f"{_iso(oldest.timestamp)}"
+            )
+        return max(before)
+
     def history(self, table: str, partition: str | None = None) -> list[Write]:
         """Every commit of ``table`` (newest first), or those that wrote ``partition`` (``2026-10-02``)."""
         writes = []
@@ -291,8 +314,9 @@ class Lake:
     def vacuum(self, retention_hours: int, *, dry_run: bool = True) -> dict[str, list[str]]:
         """Files of old versions older than ``retention_hours``, per table; deleted unless ``dry_run``.
 
-        After a real vacuum the log is checkpointed and log entries older than the retention are removed,
-        so "as of" reads reach back ``retention_hours`` and no further.
+        After a real vacuum the log is checkpointed, and delta-rs removes log entries older than the table's
+        ``delta.logRetentionDuration`` (30 days by default). Versions older than ``retention_hours`` stay in
+        the log (and in `history`) but can no longer be read: their data files are gone.
         """
         out = {}
         for name in self.tables():
@@ -315,6 +339,11 @@ class Lake:
         schema, name = check_table(table)
         infos = fs.get_file_info([f"{base}/{schema}/{name}/{p}" for p in paths])
         return [p for p, info in zip(paths, infos, strict=True) if info.type != pafs.FileType.NotFound]
+
+
+def _iso(ts: dt.datetime) -> str:
+    """A commit time as ISO 8601 UTC to the millisecond (the log's precision)."""
+    return ts.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def conform(
