@@ -1,12 +1,23 @@
-"""Per-partition asset checks of a scored dataset: thin wiring around ``scoring.partition_checks``.
+"""Per-partition asset checks of a scored dataset: one table of checks, built into two multi-check steps.
 
-On the predictions asset: completeness, dead_letters, validity and provenance (blocking: a failure stops the
-summary from being published) and score_drift (warn above the PSI warn threshold, error above the error one).
-On the features asset: contract (blocking on a structural break or too many bad rows) and feature_drift
-(warn). Every check is partitioned, so its result is stored against the partition it judged.
+Each check is declared once in :data:`CHECKS`: its name, the asset it judges, whether it blocks, its
+description and its judge (a call into the dagster-free ``scoring.partition_checks``). From that table:
+
+- ``{dataset}_prediction_checks``, one step that judges completeness, dead_letters, validity, provenance
+  and score_drift of every partition of the run. Each partition's predictions, dead letters and feature
+  keys are read from the lake once (into memory) and every check judges that same snapshot.
+- ``{dataset}_feature_checks``, one step for contract and feature_drift on the features asset.
+
+Every check stays its own named, partitioned check with its own severity and blocking flag: the step
+yields one ``AssetCheckEvaluation`` per check and partition, stored against that partition, for a run of
+one partition and for a chunk alike (no chunk-level summary result). A failed blocking check with ERROR
+severity fails the step after every evaluation is stored, so downstream assets (the summary) do not run.
 """
 
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import dagster as dg
@@ -16,11 +27,14 @@ from batch_assets.history import latest_materialization
 from batch_assets.observability import push_check_metrics
 from batch_assets.predictions import MODEL_VERSION_TAG, ScoredDatasetSpec
 from batch_assets.scoring import partition_checks as pc
-from batch_assets.scoring.registry import ModelNotFound
+from batch_assets.scoring.names import check_identifier, quote_table
+from batch_assets.scoring.registry import ModelNotFound, ModelVersion
 from partitions import FEATURE_WINDOW_DAYS
 from resources import MetricsResource, ModelRegistryResource, WarehouseResource
 
 SEVERITY = {"error": dg.AssetCheckSeverity.ERROR, "warn": dg.AssetCheckSeverity.WARN}
+PREDICTIONS, FEATURES = "predictions", "features"
+SNAPSHOT = "judged"  # in-memory schema of the step's DuckDB connection holding the partition being judged
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
@@ -38,347 +52,362 @@ def _cell(value: Any) -> str:
     return text.replace("|", "\\|").replace("\n", " ")[:200]
 
 
-def to_result(outcome: pc.CheckOutcome) -> dg.AssetCheckResult:
+@dataclass(frozen=True)
+class Verdict:
+    """One check's result for one partition (what an ``AssetCheckEvaluation`` records)."""
+
+    passed: bool
+    severity: dg.AssetCheckSeverity
+    description: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def to_verdict(outcome: pc.CheckOutcome) -> Verdict:
     metadata: dict[str, Any] = {k: v for k, v in outcome.metadata.items() if v is not None}
     for name, rows in outcome.tables.items():
         metadata[name] = dg.MetadataValue.md(markdown_table(rows))
-    return dg.AssetCheckResult(
-        passed=outcome.passed,
-        severity=SEVERITY[outcome.severity],
-        description=outcome.description,
-        metadata=metadata,
-    )
+    return Verdict(outcome.passed, SEVERITY[outcome.severity], outcome.description, metadata)
 
 
-def _incomplete_window(instance: dg.DagsterInstance, features: dg.AssetKey, partition: str) -> str | None:
-    """Why drift cannot be judged for a features partition built on less history than its full window."""
-    record = latest_materialization(instance, features, partition)
-    if record is None:
-        return None
-    md = record.asset_materialization.metadata
-    if "window_complete" in md and not md["window_complete"].value:
-        days = md.get("window_days")
-        return (
-            f"not judged: features of {partition} use {days.value if days else '?'} of {FEATURE_WINDOW_DAYS} "
-            "days of history, unlike the model's reference"
+def not_judged(note: str, verdict: str = "not_judged") -> Verdict:
+    return Verdict(True, dg.AssetCheckSeverity.WARN, note, {"verdict": verdict})
+
+
+class Partition:
+    """What the judges of one partition share: its day, the materialization that wrote it, the model
+    version that scored it, and (for the prediction checks) tables to read instead of the lake's."""
+
+    def __init__(
+        self,
+        spec: ScoredDatasetSpec,
+        key: str,
+        con: Any,
+        instance: dg.DagsterInstance,
+        registry: ModelRegistryResource,
+        tables: dict[str, str],
+    ):
+        self.spec, self.key, self.con, self.instance = spec, key, con, instance
+        self.day = spec.partition_value(key)
+        self.registry = registry
+        self.features_table = tables.get("features", spec.features_table)
+        self.output_table = tables.get("output", spec.output_table)
+        self.dead_letter_table = tables.get("dead_letters", spec.dead_letter_table)
+
+    @cached_property
+    def scored(self) -> dict[str, Any] | None:
+        """Model version, sha256 and run id of the partition's latest materialization (None: never)."""
+        record = latest_materialization(self.instance, self.spec.asset_key, self.key)
+        if record is None:
+            return None
+        md = record.asset_materialization.metadata
+        value = {k: (md[k].value if k in md else None) for k in ("model_version", "model_sha256")}
+        value["run_id"] = record.run_id
+        value["model_version"] = value["model_version"] or (record.asset_materialization.tags or {}).get(
+            MODEL_VERSION_TAG
         )
-    return None
+        return value
 
+    def model(self, version: str) -> ModelVersion:
+        return self.registry.get_registry().get(self.spec.model_name, version)
 
-def judge_each_partition(
-    context: dg.AssetCheckExecutionContext,
-    judge: Callable[[str], dg.AssetCheckResult],
-    metrics: MetricsResource | None = None,
-) -> dg.AssetCheckResult:
-    """Judge every partition of the step on its own.
-
-    A run of one partition returns that partition's result. A run that covers a range of partitions (a
-    chunked backfill) records one evaluation per partition, stored against that partition, and returns a
-    summary result for the step, failing (and blocking) when any partition failed.
-    """
-    keys = list(context.partition_keys)
-    results = {key: judge(key) for key in keys}
-    if metrics is not None:
-        push_check_metrics(context, metrics, results)
-    if len(keys) == 1:
-        return results[keys[0]]
-    spec = context.check_specs[0]
-    for key, r in results.items():
-        context.op_execution_context.log_event(
-            dg.AssetCheckEvaluation(
-                asset_key=spec.asset_key,
-                check_name=spec.name,
-                passed=r.passed,
-                metadata=r.metadata or {},
-                severity=r.severity,
-                description=r.description,
-                blocking=spec.blocking,
-                partition=key,
+    @cached_property
+    def incomplete_window(self) -> str | None:
+        """Why drift cannot be judged: the features were built on less history than their full window."""
+        record = latest_materialization(self.instance, self.spec.features_asset, self.key)
+        if record is None:
+            return None
+        md = record.asset_materialization.metadata
+        if "window_complete" in md and not md["window_complete"].value:
+            days = md.get("window_days")
+            return (
+                f"not judged: features of {self.key} use {days.value if days else '?'} of "
+                f"{FEATURE_WINDOW_DAYS} days of history, unlike the model's reference"
             )
+        return None
+
+    def unscored(self) -> Verdict:
+        return Verdict(False, dg.AssetCheckSeverity.ERROR, f"{self.key} has not been materialized")
+
+
+# -- the judges: one partition in, one verdict out -------------------------------------------------------
+
+
+def judge_completeness(p: Partition) -> Verdict:
+    return to_verdict(
+        pc.completeness(
+            p.con,
+            day=p.day,
+            features_table=p.features_table,
+            output_table=p.output_table,
+            dead_letter_table=p.dead_letter_table,
+            key=p.spec.key_column,
         )
-    failed = [k for k, r in results.items() if not r.passed]
-    errors = [k for k in failed if results[k].severity == dg.AssetCheckSeverity.ERROR]
-    rows = [
-        {"partition": k, "passed": r.passed, "severity": r.severity.value, "description": r.description}
-        for k, r in results.items()
-    ]
-    desc = f"{len(keys)} partitions ({keys[0]}..{keys[-1]}) judged one by one: " + (
-        "all passed" if not failed else f"{len(failed)} failed ({', '.join(failed[:5])})"
-    )
-    return dg.AssetCheckResult(
-        passed=not failed,
-        severity=dg.AssetCheckSeverity.ERROR if errors else dg.AssetCheckSeverity.WARN,
-        description=desc,
-        metadata={
-            "partitions_judged": len(keys),
-            "partitions_failed": len(failed),
-            "per_partition": dg.MetadataValue.md(markdown_table(rows)),
-        },
     )
 
 
-def not_judged(note: str, verdict: str = "not_judged") -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(
-        passed=True, severity=dg.AssetCheckSeverity.WARN, description=note, metadata={"verdict": verdict}
+def judge_dead_letters(p: Partition) -> Verdict:
+    return to_verdict(
+        pc.dead_letter_rate(
+            p.con,
+            day=p.day,
+            features_table=p.features_table,
+            dead_letter_table=p.dead_letter_table,
+            max_fraction=p.spec.max_dead_letter_fraction,
+        )
     )
+
+
+def judge_validity(p: Partition) -> Verdict:
+    if p.scored is None:
+        return p.unscored()
+    low, high = p.model(p.scored["model_version"]).output_range
+    return to_verdict(
+        pc.validity(p.con, day=p.day, output_table=p.output_table, key=p.spec.key_column, low=low, high=high)
+    )
+
+
+def judge_provenance(p: Partition) -> Verdict:
+    if p.scored is None:
+        return p.unscored()
+    try:
+        manifest_sha = p.model(p.scored["model_version"]).sha256
+    except ModelNotFound:
+        manifest_sha = None
+    return to_verdict(
+        pc.provenance(
+            p.con,
+            day=p.day,
+            output_table=p.output_table,
+            key=p.spec.key_column,
+            model_name=p.spec.model_name,
+            model_version=p.scored["model_version"],
+            run_id=p.scored["run_id"],
+            recorded_sha256=p.scored["model_sha256"],
+            manifest_sha256=manifest_sha,
+        )
+    )
+
+
+def judge_score_drift(p: Partition) -> Verdict:
+    if p.scored is None:
+        return p.unscored()
+    if p.incomplete_window:
+        return not_judged(p.incomplete_window)
+    manifest = p.model(p.scored["model_version"]).manifest
+    return to_verdict(
+        pc.score_drift(
+            p.con,
+            day=p.day,
+            output_table=p.output_table,
+            reference=manifest.get("reference", {}).get("score"),
+            thresholds=p.spec.score_drift,
+        )
+    )
+
+
+def judge_feature_drift(p: Partition) -> Verdict:
+    if p.incomplete_window:
+        return not_judged(p.incomplete_window)
+    try:
+        info = p.registry.get_registry().resolve(p.spec.model_name, p.spec.model_alias)
+    except ModelNotFound as exc:
+        return not_judged(f"not judged: {exc}", "no_reference")
+    outcome = pc.feature_drift(
+        p.con,
+        day=p.day,
+        features_table=p.features_table,
+        references=info.manifest.get("reference", {}).get("features", {}),
+        thresholds=p.spec.feature_drift,
+        per_feature=p.spec.feature_drift_overrides,
+    )
+    outcome.metadata["reference_model_version"] = info.version
+    return to_verdict(outcome)
+
+
+def judge_contract(p: Partition) -> Verdict:
+    assert p.spec.contract is not None
+    return to_verdict(
+        pc.contract(p.con, day=p.day, features_table=p.features_table, feature_contract=p.spec.contract)
+    )
+
+
+@dataclass(frozen=True)
+class Check:
+    """A check, declared once: its name, the asset it judges, whether it blocks, what it says."""
+
+    name: str
+    asset: str  # PREDICTIONS or FEATURES
+    blocking: bool
+    judge: Callable[[Partition], Verdict]
+    describe: Callable[[ScoredDatasetSpec], str]
+    applies: Callable[[ScoredDatasetSpec], bool] = lambda spec: True
+
+
+CHECKS: tuple[Check, ...] = (
+    Check(
+        "completeness",
+        PREDICTIONS,
+        True,
+        judge_completeness,
+        lambda s: (
+            "Every feature row is scored exactly once or dead-lettered with a reason; no prediction "
+            "without a feature row; no duplicate key; predictions and dead letters written by one run."
+        ),
+    ),
+    Check(
+        "dead_letters",
+        PREDICTIONS,
+        True,
+        judge_dead_letters,
+        lambda s: (
+            f"At most {s.max_dead_letter_fraction:.0%} of the feature rows are dead-lettered; the "
+            "reasons and a sample are attached."
+        ),
+    ),
+    Check(
+        "validity",
+        PREDICTIONS,
+        True,
+        judge_validity,
+        lambda s: "Scores are finite and inside the output range the model's manifest declares.",
+    ),
+    Check(
+        "provenance",
+        PREDICTIONS,
+        True,
+        judge_provenance,
+        lambda s: (
+            "Every row carries the model version and run id of this materialization, and the "
+            "recorded sha256 matches the model registry's manifest."
+        ),
+    ),
+    Check(
+        "score_drift",
+        PREDICTIONS,
+        False,
+        judge_score_drift,
+        lambda s: (
+            f"PSI and KS of the scores against the model's reference scores: warn above PSI "
+            f"{s.score_drift.psi_warn}, error above {s.score_drift.psi_error}; fewer than "
+            f"{s.score_drift.min_rows} rows are not judged."
+        ),
+    ),
+    Check(
+        "feature_drift",
+        FEATURES,
+        False,
+        judge_feature_drift,
+        lambda s: (
+            f"Per-column PSI/KS of the features against the reference in the {s.model_alias} "
+            "model's manifest (warn only)."
+        ),
+    ),
+    Check(
+        "contract",
+        FEATURES,
+        True,
+        judge_contract,
+        lambda s: (
+            "The pandera contract of the feature table (columns, dtypes, nullability, hard limits): "
+            "blocking on a structural break or more than "
+            f"{s.contract.max_bad_row_fraction:.0%} bad rows, a warning below that."
+        ),
+        applies=lambda s: s.contract is not None,
+    ),
+)
+
+# The blocking checks of the predictions: what a canary must pass before a rollout goes on.
+BLOCKING_PREDICTION_CHECKS = tuple(c.name for c in CHECKS if c.blocking and c.asset == PREDICTIONS)
+
+
+def snapshot_partition(con: Any, spec: ScoredDatasetSpec, day: Any) -> dict[str, str]:
+    """Read one partition's predictions, dead letters and feature keys from the lake once, into tables of
+    the connection's in-memory database; the prediction checks then judge that one snapshot."""
+    key = f'"{check_identifier(spec.key_column)}"'
+    con.execute(f'CREATE SCHEMA IF NOT EXISTS "{SNAPSHOT}"')
+    # names are validated identifiers, quoted; the day is a parameter
+    reads = {
+        "output": f"SELECT * FROM {quote_table(spec.output_table)}",  # noqa: S608
+        "dead_letters": f"SELECT * FROM {quote_table(spec.dead_letter_table)}",  # noqa: S608
+        "features": f"SELECT {key}, partition_date FROM {quote_table(spec.features_table)}",  # noqa: S608
+    }
+    tables = {}
+    for name, select in reads.items():
+        con.execute(
+            f'CREATE OR REPLACE TABLE "{SNAPSHOT}"."{name}" AS {select} WHERE partition_date = $day',  # noqa: S608
+            {"day": day},
+        )
+        tables[name] = f"{SNAPSHOT}.{name}"
+    return tables
+
+
+def build_multi_check(
+    spec: ScoredDatasetSpec, asset: str, checks: Sequence[Check]
+) -> dg.AssetChecksDefinition:
+    """One step judging ``checks`` for every partition of its run."""
+    asset_key = spec.asset_key if asset == PREDICTIONS else spec.features_asset
+    by_name = {c.name: c for c in checks}
+    with warnings.catch_warnings():  # partitioned check specs are a preview in 1.13 (checks per partition)
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        specs = [
+            dg.AssetCheckSpec(
+                c.name,
+                asset=asset_key,
+                blocking=c.blocking,
+                description=c.describe(spec),
+                partitions_def=spec.partitions_def,
+            )
+            for c in checks
+        ]
+    outputs = {s.name: s.get_python_identifier() for s in specs}
+
+    @dg.multi_asset_check(
+        name=f"{spec.name}_{asset}_checks".replace("-", "_"),
+        specs=specs,
+        can_subset=True,  # the checks of a selection (the UI's "execute checks") judge only those
+        retry_policy=RETRY_POLICY,
+        description=f"The {asset} checks of {spec.name} ({', '.join(by_name)}), judged per partition in one step.",
+    )
+    def _checks(
+        context: dg.AssetCheckExecutionContext,
+        warehouse: WarehouseResource,
+        model_registry: ModelRegistryResource,
+        metrics: MetricsResource,
+    ) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
+        selected = [by_name[k.name] for k in context.selected_asset_check_keys if k.name in by_name]
+        selected.sort(key=lambda c: list(by_name).index(c.name))
+        verdicts: dict[str, dict[str, Verdict]] = {c.name: {} for c in selected}
+        with warehouse.connect() as con:
+            for key in context.partition_keys:
+                day = spec.partition_value(key)
+                tables = snapshot_partition(con, spec, day) if asset == PREDICTIONS else {}
+                part = Partition(spec, key, con, context.instance, model_registry, tables)
+                for check in selected:
+                    verdicts[check.name][key] = check.judge(part)
+        for check in selected:
+            push_check_metrics(context, metrics, asset_key, check.name, verdicts[check.name])
+            for key, v in verdicts[check.name].items():
+                yield dg.AssetCheckEvaluation(
+                    asset_key=asset_key,
+                    check_name=check.name,
+                    passed=v.passed,
+                    metadata=v.metadata,
+                    severity=v.severity,
+                    description=v.description,
+                    blocking=check.blocking,
+                    partition=key,
+                )
+        for check in selected:  # the step's check outputs: downstream steps gate on the evaluations above
+            yield dg.Output(None, output_name=outputs[check.name])
+
+    return _checks
 
 
 def build_checks(spec: ScoredDatasetSpec) -> list[dg.AssetChecksDefinition]:
-    """The checks of ``spec``'s predictions asset and of the features asset it scores."""
-    part = spec.partitions_def
-    preds = spec.asset_key
-
-    @dg.asset_check(
-        retry_policy=RETRY_POLICY,
-        asset=preds,
-        name="completeness",
-        blocking=True,
-        partitions_def=part,
-        description="Every feature row is scored exactly once or dead-lettered with a reason; no "
-        "prediction without a feature row; no duplicate key.",
-    )
-    def completeness(
-        context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource, metrics: MetricsResource
-    ) -> dg.AssetCheckResult:
-        def judge(key: str) -> dg.AssetCheckResult:
-            with warehouse.connect() as con:
-                return to_result(
-                    pc.completeness(
-                        con,
-                        day=spec.partition_value(key),
-                        features_table=spec.features_table,
-                        output_table=spec.output_table,
-                        dead_letter_table=spec.dead_letter_table,
-                        key=spec.key_column,
-                    )
-                )
-
-        return judge_each_partition(context, judge, metrics)
-
-    @dg.asset_check(
-        retry_policy=RETRY_POLICY,
-        asset=preds,
-        name="dead_letters",
-        blocking=True,
-        partitions_def=part,
-        description=f"At most {spec.max_dead_letter_fraction:.0%} of the feature rows are "
-        "dead-lettered; the reasons and a sample are attached.",
-    )
-    def dead_letters(
-        context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource, metrics: MetricsResource
-    ) -> dg.AssetCheckResult:
-        def judge(key: str) -> dg.AssetCheckResult:
-            with warehouse.connect() as con:
-                return to_result(
-                    pc.dead_letter_rate(
-                        con,
-                        day=spec.partition_value(key),
-                        features_table=spec.features_table,
-                        dead_letter_table=spec.dead_letter_table,
-                        max_fraction=spec.max_dead_letter_fraction,
-                    )
-                )
-
-        return judge_each_partition(context, judge, metrics)
-
-    @dg.asset_check(
-        retry_policy=RETRY_POLICY,
-        asset=preds,
-        name="validity",
-        blocking=True,
-        partitions_def=part,
-        description="Scores are finite and inside the output range the model's manifest declares.",
-    )
-    def validity(
-        context: dg.AssetCheckExecutionContext,
-        warehouse: WarehouseResource,
-        model_registry: ModelRegistryResource,
-        metrics: MetricsResource,
-    ) -> dg.AssetCheckResult:
-        def judge(key: str) -> dg.AssetCheckResult:
-            scored = _scored_by(context.instance, spec, key)
-            if isinstance(scored, dg.AssetCheckResult):
-                return scored
-            low, high = (
-                model_registry.get_registry().get(spec.model_name, scored["model_version"]).output_range
-            )
-            with warehouse.connect() as con:
-                return to_result(
-                    pc.validity(
-                        con,
-                        day=spec.partition_value(key),
-                        output_table=spec.output_table,
-                        key=spec.key_column,
-                        low=low,
-                        high=high,
-                    )
-                )
-
-        return judge_each_partition(context, judge, metrics)
-
-    @dg.asset_check(
-        retry_policy=RETRY_POLICY,
-        asset=preds,
-        name="provenance",
-        blocking=True,
-        partitions_def=part,
-        description="Every row carries the model version and run id of this materialization, and "
-        "the recorded sha256 matches the model registry's manifest.",
-    )
-    def provenance(
-        context: dg.AssetCheckExecutionContext,
-        warehouse: WarehouseResource,
-        model_registry: ModelRegistryResource,
-        metrics: MetricsResource,
-    ) -> dg.AssetCheckResult:
-        def judge(key: str) -> dg.AssetCheckResult:
-            scored = _scored_by(context.instance, spec, key)
-            if isinstance(scored, dg.AssetCheckResult):
-                return scored
-            try:
-                manifest_sha = (
-                    model_registry.get_registry().get(spec.model_name, scored["model_version"]).sha256
-                )
-            except ModelNotFound:
-                manifest_sha = None
-            with warehouse.connect() as con:
-                return to_result(
-                    pc.provenance(
-                        con,
-                        day=spec.partition_value(key),
-                        output_table=spec.output_table,
-                        key=spec.key_column,
-                        model_name=spec.model_name,
-                        model_version=scored["model_version"],
-                        run_id=scored["run_id"],
-                        recorded_sha256=scored["model_sha256"],
-                        manifest_sha256=manifest_sha,
-                    )
-                )
-
-        return judge_each_partition(context, judge, metrics)
-
-    @dg.asset_check(
-        retry_policy=RETRY_POLICY,
-        asset=preds,
-        name="score_drift",
-        partitions_def=part,
-        description=f"PSI and KS of the scores against the model's reference scores: warn above PSI "
-        f"{spec.score_drift.psi_warn}, error above {spec.score_drift.psi_error}; fewer than "
-        f"{spec.score_drift.min_rows} rows are not judged.",
-    )
-    def score_drift(
-        context: dg.AssetCheckExecutionContext,
-        warehouse: WarehouseResource,
-        model_registry: ModelRegistryResource,
-        metrics: MetricsResource,
-    ) -> dg.AssetCheckResult:
-        def judge(key: str) -> dg.AssetCheckResult:
-            scored = _scored_by(context.instance, spec, key)
-            if isinstance(scored, dg.AssetCheckResult):
-                return scored
-            note = _incomplete_window(context.instance, spec.features_asset, key)
-            if note:
-                return not_judged(note)
-            manifest = model_registry.get_registry().get(spec.model_name, scored["model_version"]).manifest
-            with warehouse.connect() as con:
-                return to_result(
-                    pc.score_drift(
-                        con,
-                        day=spec.partition_value(key),
-                        output_table=spec.output_table,
-                        reference=manifest.get("reference", {}).get("score"),
-                        thresholds=spec.score_drift,
-                    )
-                )
-
-        return judge_each_partition(context, judge, metrics)
-
-    checks = [completeness, dead_letters, validity, provenance, score_drift]
-
-    @dg.asset_check(
-        retry_policy=RETRY_POLICY,
-        asset=spec.features_asset,
-        name="feature_drift",
-        partitions_def=part,
-        description=f"Per-column PSI/KS of the features against the reference in the "
-        f"{spec.model_alias} model's manifest (warn only).",
-    )
-    def feature_drift(
-        context: dg.AssetCheckExecutionContext,
-        warehouse: WarehouseResource,
-        model_registry: ModelRegistryResource,
-        metrics: MetricsResource,
-    ) -> dg.AssetCheckResult:
-        def judge(key: str) -> dg.AssetCheckResult:
-            note = _incomplete_window(context.instance, spec.features_asset, key)
-            if note:
-                return not_judged(note)
-            try:
-                info = model_registry.get_registry().resolve(spec.model_name, spec.model_alias)
-            except ModelNotFound as exc:
-                return not_judged(f"not judged: {exc}", "no_reference")
-            refs = info.manifest.get("reference", {}).get("features", {})
-            with warehouse.connect() as con:
-                outcome = pc.feature_drift(
-                    con,
-                    day=spec.partition_value(key),
-                    features_table=spec.features_table,
-                    references=refs,
-                    thresholds=spec.feature_drift,
-                    per_feature=spec.feature_drift_overrides,
-                )
-            outcome.metadata["reference_model_version"] = info.version
-            return to_result(outcome)
-
-        return judge_each_partition(context, judge, metrics)
-
-    checks.append(feature_drift)
-
-    if spec.contract is not None:
-        feature_contract = spec.contract
-
-        @dg.asset_check(
-            retry_policy=RETRY_POLICY,
-            asset=spec.features_asset,
-            name="contract",
-            blocking=True,
-            partitions_def=part,
-            description="The pandera contract of the feature table (columns, dtypes, nullability, "
-            "hard limits): blocking on a structural break or more than "
-            f"{feature_contract.max_bad_row_fraction:.0%} bad rows, a warning below that.",
-        )
-        def contract(
-            context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource, metrics: MetricsResource
-        ) -> dg.AssetCheckResult:
-            def judge(key: str) -> dg.AssetCheckResult:
-                with warehouse.connect() as con:
-                    return to_result(
-                        pc.contract(
-                            con,
-                            day=spec.partition_value(key),
-                            features_table=spec.features_table,
-                            feature_contract=feature_contract,
-                        )
-                    )
-
-            return judge_each_partition(context, judge, metrics)
-
-        checks.append(contract)
-    return checks
-
-
-def _scored_by(
-    instance: dg.DagsterInstance, spec: ScoredDatasetSpec, partition: str
-) -> dict[str, Any] | dg.AssetCheckResult:
-    """Model version, sha256 and run id recorded by the partition's latest materialization."""
-    record = latest_materialization(instance, spec.asset_key, partition)
-    if record is None:
-        return dg.AssetCheckResult(passed=False, description=f"{partition} has not been materialized")
-    md = record.asset_materialization.metadata
-    value = {k: (md[k].value if k in md else None) for k in ("model_version", "model_sha256")}
-    value["run_id"] = record.run_id
-    value["model_version"] = value["model_version"] or (record.asset_materialization.tags or {}).get(
-        MODEL_VERSION_TAG
-    )
-    return value
+    """The checks of ``spec``'s predictions asset and of the features asset it scores, two steps."""
+    out = []
+    for asset in (PREDICTIONS, FEATURES):
+        checks = [c for c in CHECKS if c.asset == asset and c.applies(spec)]
+        if checks:
+            out.append(build_multi_check(spec, asset, checks))
+    return out

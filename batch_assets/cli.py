@@ -8,7 +8,7 @@
     batch-assets models promote NAME VERSION [--alias champion]
     batch-assets demo [--days N] [--customers N] [--seed N]
     batch-assets materialize START [END] [--job daily_pipeline|ingest_daily|score_daily|check_daily|...]
-    batch-assets rescore status | plan [--dataset NAME]
+    batch-assets rescore status | plan | cancel | resume [--dataset NAME]
     batch-assets specs check [PATH ...]
     batch-assets history DATASET [PARTITION] [--json]
     batch-assets query "SQL" [--as-of VERSION|TIMESTAMP] [--table schema.table ...] [--format table|csv|json]
@@ -29,6 +29,7 @@ import datetime as dt
 import decimal
 import json
 import math
+import os
 import re
 import sys
 import tempfile
@@ -253,7 +254,9 @@ def cmd_specs_check(args: argparse.Namespace) -> int:
             f"  partitions: {dataset.file.partitioning.type} from {spec.partitions_def.get_first_partition_key()}"
         )
         print(f"  assets:     {', '.join(a.key.to_user_string() for a in built['assets'])}")
-        checks = sorted(f"{c.check_key.asset_key.path[-1]}:{c.check_key.name}" for c in built["asset_checks"])
+        checks = sorted(
+            f"{k.asset_key.path[-1]}:{k.name}" for c in built["asset_checks"] for k in c.check_keys
+        )
         print(f"  checks:     {', '.join(checks)}")
         print(f"  jobs:       {', '.join(j.name for j in built['jobs'])}")
         print(f"  sensor:     {built['sensors'][0].name}")
@@ -268,10 +271,16 @@ def cmd_rescore(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     spec = rescore.dataset_spec(settings, args.dataset)
     with open_instance(settings) as instance:
-        if args.rescore_command == "status":
-            rescore.status(settings, instance, say=print, spec=spec)
-        else:
-            rescore.plan(settings, instance, say=print, spec=spec)
+        command = {
+            "status": rescore.status,
+            "plan": rescore.plan,
+            "cancel": rescore.cancel,
+            "resume": rescore.resume,
+        }[args.rescore_command]
+        try:
+            command(settings, instance, say=print, spec=spec)
+        except rescore.RescoreError as exc:
+            raise CommandError(str(exc)) from exc
     return 0
 
 
@@ -644,27 +653,18 @@ def _version_as_of(lake: Lake, table: str, as_of: int | dt.datetime) -> int:
     """The version of ``table`` that ``as_of`` names: the version itself, or the latest version whose commit
     time (as the log records it, the time `history` prints) is at or before the timestamp.
 
-    Resolved here from the log rather than by delta-rs's timestamp lookup, which goes by the log files'
-    modification times (those change when a lake is copied or restored) and reads the oldest version for
-    a time before it; a version the log does not hold is refused with what it does hold.
+    A version the log does not hold is refused with what it does hold.
     """
     _require_table(lake, table)
+    if isinstance(as_of, dt.datetime):
+        return lake.version_at(table, as_of)
     commits = sorted(lake.history(table), key=lambda w: w.version)
     oldest, newest = commits[0], commits[-1]
-    if isinstance(as_of, int):
-        if not oldest.version <= as_of <= newest.version:
-            raise CommandError(
-                f"{table} has no version {as_of}: its log holds versions {oldest.version}..{newest.version}"
-            )
-        return as_of
-    before = [w.version for w in commits if w.timestamp <= as_of]
-    if not before:
-        first = "its first commit" if oldest.version == 0 else "its oldest retained commit"
+    if not oldest.version <= as_of <= newest.version:
         raise CommandError(
-            f"{table} has no version as of {_when(as_of)}: {first}, version {oldest.version}, is at "
-            f"{_when(oldest.timestamp)}"
+            f"{table} has no version {as_of}: its log holds versions {oldest.version}..{newest.version}"
         )
-    return max(before)
+    return as_of
 
 
 def cmd_query(args: argparse.Namespace) -> int:
@@ -868,7 +868,13 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_rescore
     )
     rsub.add_parser(
-        "plan", help="what the rollout sensor would request now (run keys), launching nothing"
+        "plan", help="what the rollout sensor would request now (run keys, backfills), launching nothing"
+    ).set_defaults(func=cmd_rescore)
+    rsub.add_parser(
+        "cancel", help="stop the current rollout: cancel its backfills and canary; re-scored partitions stay"
+    ).set_defaults(func=cmd_rescore)
+    rsub.add_parser(
+        "resume", help="go on with a cancelled rollout: only the partitions still behind are re-scored"
     ).set_defaults(func=cmd_rescore)
     specs = sub.add_parser("specs", help="scored-dataset spec files")
     ssub = specs.add_subparsers(dest="specs_command", required=True)
@@ -951,6 +957,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except BrokenPipeError:  # `batch-assets history ... | head`: the reader left; stop quietly, as cat does
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush does not raise again
+        return 1
     except (
         RegistryError,
         ArtifactError,

@@ -176,5 +176,5 @@ def build_dataset(dataset: ScoredDataset, *, window: int | None, max_per_tick: i
         "assets": [features, model, scored, summary],
         "asset_checks": build_checks(spec),
         "jobs": [pipeline, score],
-        "sensors": [build_rollout_sensor(spec, score, window=window, max_per_tick=max_per_tick)],
+        "sensors": [build_rollout_sensor(spec, window=window, max_per_tick=max_per_tick)],
     }

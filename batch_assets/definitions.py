@@ -80,7 +80,6 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         sensors=[
             build_rollout_sensor(
                 RISK_SCORES,
-                score_job,
                 window=settings.rollout_window,
                 max_per_tick=settings.rollout_max_per_tick,
                 minimum_interval_seconds=settings.rollout_interval_s,

@@ -72,18 +72,20 @@ def push_partition_metrics(
 def push_check_metrics(
     context: dg.AssetCheckExecutionContext,
     metrics: MetricsResource,
-    results: Mapping[str, dg.AssetCheckResult],
+    asset: dg.AssetKey,
+    check: str,
+    results: Mapping[str, Any],
 ) -> None:
-    """Push each partition's outcome of the check being executed (no-op without a Pushgateway)."""
+    """Push each partition's outcome of ``check`` (results have ``passed`` and ``severity``; no-op without
+    a Pushgateway)."""
     if not metrics.enabled:
         return
-    spec = context.check_specs[0]
     for key, result in results.items():
         metrics.push_check(
             job=context.op_execution_context.job_name,
-            asset=spec.asset_key.to_user_string(),
+            asset=asset.to_user_string(),
             partition=key,
-            check=spec.name,
+            check=check,
             passed=result.passed,
             severity=result.severity.value.lower(),
             logger=context.log,

@@ -15,9 +15,10 @@ from typing import Any
 
 import dagster as dg
 import torch
+from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
 from batch_assets.errors import RETRY_POLICY, permanent_errors
-from batch_assets.history import partitions_by_version
+from batch_assets.history import scored_versions
 from batch_assets.k8s import scoring_op_tags
 from batch_assets.observability import Stopwatch, peak_rss_mb, push_partition_metrics
 from batch_assets.scoring.contracts import ColumnRule, FeatureContract
@@ -29,7 +30,7 @@ from batch_assets.scoring.names import (
     check_table,
     parse_partition_date,
 )
-from batch_assets.scoring.registry import ModelVersion
+from batch_assets.scoring.registry import ModelNotFound, ModelVersion
 from batch_assets.scoring.report import score_report
 from batch_assets.scoring.scorer import ScoreStats
 from batch_assets.scoring.spec_file import Drift, Partitioning, SpecFile, load_spec_file
@@ -135,6 +136,43 @@ def resolve_model_version(
     return info
 
 
+def model_observation(
+    instance: dg.DagsterInstance,
+    model_registry: ModelRegistryResource,
+    spec: ScoredDatasetSpec,
+    just_scored: Mapping[str, str] | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """The model asset's data version (``<version>@<sha256>`` of the alias) and what its page shows: which
+    version scored which partitions, how many are behind, the promotions. ``just_scored`` (partition ->
+    version) adds what the running step wrote, which the instance records only once the step ends."""
+    reg = model_registry.get_registry()
+    info = reg.resolve(spec.model_name, spec.model_alias)
+    promotions = [e for e in reg.events(spec.model_name) if e.get("event") == "promote"]
+    scored = scored_versions(instance, spec.asset_key) | dict(just_scored or {})
+    by_version: dict[str, list[str]] = {}
+    for partition, version in sorted(scored.items()):
+        by_version.setdefault(version, []).append(partition)
+    return f"{info.version}@{info.sha256}", {
+        "model_name": spec.model_name,
+        "alias": spec.model_alias,
+        "model_version": info.version,
+        "model_sha256": info.sha256,
+        "registered_at": info.manifest["created_at"],
+        "partitions_behind": sum(len(p) for v, p in by_version.items() if v != info.version),
+        "scored_by_version": dg.MetadataValue.md(
+            "| version | partitions | first | last |\n|---|---|---|---|\n"
+            + "\n".join(f"| {v} | {len(p)} | {p[0]} | {p[-1]} |" for v, p in sorted(by_version.items()))
+        ),
+        "promotions": dg.MetadataValue.md(
+            "| at | alias | version | previous |\n|---|---|---|---|\n"
+            + "\n".join(
+                f"| {e['at']} | {e['alias']} | {e['version']} | {e.get('previous') or ''} |"
+                for e in promotions[-20:]
+            )
+        ),
+    }
+
+
 def build_model_source(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
     """An observable source asset whose data version is the aliased version and its sha256."""
 
@@ -156,34 +194,9 @@ def build_model_source(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
         ],
     )
     def _model(context: dg.AssetExecutionContext, model_registry: ModelRegistryResource) -> dg.ObserveResult:
-        reg = model_registry.get_registry()
-        info = reg.resolve(spec.model_name, spec.model_alias)
-        promotions = [e for e in reg.events(spec.model_name) if e.get("event") == "promote"]
-        by_version = partitions_by_version(context.instance, spec.asset_key)
+        version, metadata = model_observation(context.instance, model_registry, spec)
         return dg.ObserveResult(
-            asset_key=spec.model_asset_key,
-            data_version=dg.DataVersion(f"{info.version}@{info.sha256}"),
-            metadata={
-                "model_name": spec.model_name,
-                "alias": spec.model_alias,
-                "model_version": info.version,
-                "model_sha256": info.sha256,
-                "registered_at": info.manifest["created_at"],
-                "partitions_behind": sum(len(p) for v, p in by_version.items() if v != info.version),
-                "scored_by_version": dg.MetadataValue.md(
-                    "| version | partitions | first | last |\n|---|---|---|---|\n"
-                    + "\n".join(
-                        f"| {v} | {len(p)} | {p[0]} | {p[-1]} |" for v, p in sorted(by_version.items())
-                    )
-                ),
-                "promotions": dg.MetadataValue.md(
-                    "| at | alias | version | previous |\n|---|---|---|---|\n"
-                    + "\n".join(
-                        f"| {e['at']} | {e['alias']} | {e['version']} | {e.get('previous') or ''} |"
-                        for e in promotions[-20:]
-                    )
-                ),
-            },
+            asset_key=spec.model_asset_key, data_version=dg.DataVersion(version), metadata=metadata
         )
 
     return _model
@@ -238,6 +251,7 @@ def build_scored_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
             load_s,
         )
         done: list[tuple[dt.date, ScoreStats, float]] = []
+        reports: list[dict[str, str]] = []
         lake = warehouse.lake()
         with warehouse.connect() as con, permanent_errors():
             for day in days:  # each partition in its own commits
@@ -264,18 +278,17 @@ def build_scored_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
                     partition_type=spec.partition_type,
                 )
                 done.append((day, stats, part_watch.seconds))
-            report = (  # a drift table and the score distribution plot, for a run of one partition
-                score_report(
-                    con,
-                    day=days[0],
-                    output_table=spec.output_table,
-                    reference=info.manifest.get("reference", {}).get("score"),
-                    thresholds=spec.score_drift,
-                    output_range=info.output_range,
+                # each partition's own figures, drift table and score plot, read back from its commit
+                reports.append(
+                    score_report(
+                        con,
+                        day=day,
+                        output_table=spec.output_table,
+                        reference=info.manifest.get("reference", {}).get("score"),
+                        thresholds=spec.score_drift,
+                        output_range=info.output_range,
+                    )
                 )
-                if len(days) == 1
-                else {}
-            )
         seconds = watch.seconds
         rows_read = sum(s.rows_read for _, s, _ in done)
         metadata: dict[str, Any] = {
@@ -290,31 +303,22 @@ def build_scored_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
             "torch_threads": torch.get_num_threads(),
             "table": spec.output_table,
         }
-        if len(done) == 1:
-            _, stats, _ = done[0]
-            metadata |= {
-                "dagster/row_count": stats.rows_scored,
-                "rows_read": stats.rows_read,
-                "dead_letters": stats.dead_letters,
-                "dead_letter_fraction": round(stats.dead_letters / stats.rows_read, 6)
-                if stats.rows_read
-                else 0.0,
-                "dead_letter_reasons": json.dumps(stats.dead_reasons, sort_keys=True),
-                "input_sha256": stats.input_sha256,
-            } | {name: dg.MetadataValue.md(text) for name, text in report.items()}
-        else:  # one run scored a chunk of partitions: Dagster records this metadata on each of them
+        per_partition = {
+            key: partition_metadata(stats, part_s, report)
+            for key, (_, stats, part_s), report in zip(context.partition_keys, done, reports, strict=True)
+        }
+        if len(done) > 1:
+            # A run of a chunk (a backfill or a rollout): Dagster records one materialization per partition;
+            # each gets its own figures (add_asset_metadata by partition key), the run's figures on all.
+            for key, figures in per_partition.items():
+                context.add_asset_metadata(figures, partition_key=key)
             metadata |= {
                 "partitions_in_run": len(done),
                 "rows_in_run": rows_read,
-                "dead_letters_in_run": sum(s.dead_letters for _, s, _ in done),
-                "per_partition": dg.MetadataValue.md(
-                    "| partition | rows scored | dead letters | seconds | input sha256 |\n|---|---|---|---|---|\n"
-                    + "\n".join(
-                        f"| {d} | {s.rows_scored} | {s.dead_letters} | {t:.3f} | {s.input_sha256} |"
-                        for d, s, t in done
-                    )
-                ),
+                "chunk": f"{context.partition_keys[0]}..{context.partition_keys[-1]}",
             }
+        else:
+            metadata |= per_partition[context.partition_keys[0]]
         push_partition_metrics(  # Prometheus figures per partition, when a Pushgateway is configured
             context,
             metrics,
@@ -323,9 +327,38 @@ def build_scored_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
             [(k, s) for k, (_, s, _) in zip(context.partition_keys, done, strict=True)],
             metadata,
         )
+        # keep the model asset's page true after every scoring run (a rollout's chunks included): which
+        # version scored which partitions, and how many are behind
+        try:
+            version_tag, observed = model_observation(
+                context.instance,
+                model_registry,
+                spec,
+                dict.fromkeys(context.partition_keys, info.version),
+            )
+            context.log_event(
+                dg.AssetObservation(
+                    asset_key=spec.model_asset_key, metadata=observed, tags={DATA_VERSION_TAG: version_tag}
+                )
+            )
+        except ModelNotFound:  # a pinned run after the alias was removed: nothing to observe
+            pass
         return dg.MaterializeResult(metadata=metadata, tags={MODEL_VERSION_TAG: info.version})
 
     return _scored
+
+
+def partition_metadata(stats: ScoreStats, seconds: float, report: Mapping[str, str]) -> dict[str, Any]:
+    """What the UI shows for one scored partition, whether a run scored it alone or in a chunk."""
+    return {
+        "dagster/row_count": stats.rows_scored,
+        "rows_read": stats.rows_read,
+        "dead_letters": stats.dead_letters,
+        "dead_letter_fraction": round(stats.dead_letters / stats.rows_read, 6) if stats.rows_read else 0.0,
+        "dead_letter_reasons": json.dumps(stats.dead_reasons, sort_keys=True),
+        "input_sha256": stats.input_sha256,
+        "partition_s": round(seconds, 3),
+    } | {name: dg.MetadataValue.md(text) for name, text in report.items()}
 
 
 def build_summary_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
@@ -368,13 +401,8 @@ def build_summary_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
                         partition_type=spec.partition_type,
                     )
                 )
-        if len(rows) > 1:
-            return dg.MaterializeResult(
-                metadata={"partitions_in_run": len(rows), "scored_rows_in_run": sum(r["rows"] for r in rows)}
-            )
-        row = rows[0]
-        return dg.MaterializeResult(
-            metadata={
+        figures = {
+            key: {
                 "dagster/row_count": 1,
                 "scored_rows": row["rows"],
                 "dead_letters": row["dead_letters"],
@@ -383,7 +411,13 @@ def build_summary_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
                 "p95_score": round(row["p95_score"], 6),
                 "high_risk_count": row["high_risk_count"],
             }
-        )
+            for key, row in zip(context.partition_keys, rows, strict=True)
+        }
+        if len(rows) == 1:
+            return dg.MaterializeResult(metadata=figures[context.partition_keys[0]])
+        for key, md in figures.items():  # each partition of a chunk keeps its own figures
+            context.add_asset_metadata(md, partition_key=key)
+        return dg.MaterializeResult(metadata={"partitions_in_run": len(rows)})
 
     return _summary
 

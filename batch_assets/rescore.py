@@ -1,19 +1,43 @@
-"""`batch-assets rescore status|plan`: which partitions are behind the champion, and what the rollout
-sensor would request now (run keys included), without launching anything."""
+"""`batch-assets rescore status|plan|cancel|resume`: which partitions are behind the champion, what the
+rollout sensor would request now, and the pause button of a rollout.
+
+- ``status``: partitions by the version that scored them, and the rollout's backfills.
+- ``plan``: the sensor's decision for this tick against its stored cursor, launching nothing.
+- ``cancel``: cancel the rollout's active backfills (the backfill daemon terminates their runs) and its
+  queued canary, and record the cancel, so the sensor requests nothing more until a resume.
+- ``resume``: record a resume; on its next tick the sensor requests the partitions still scored by another
+  version, never those already re-scored.
+"""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import dagster as dg
+from dagster._core.execution.backfill import BulkActionStatus
 
 from batch_assets.history import partitions_by_version
 from batch_assets.predictions import RISK_SCORES, ScoredDatasetSpec
+from batch_assets.scoring import rollout
 from batch_assets.scoring.registry import ModelNotFound, ModelRegistry
 from batch_assets.scoring.rollout import RolloutState
 from batch_assets.scoring.spec_file import SpecError
-from batch_assets.sensors import evaluate_rollout
-from batch_assets.settings import Settings, s3_options_from_env
+from batch_assets.sensors import (
+    ROLLOUT_ID_TAG,
+    evaluate_rollout,
+    promotion_count,
+    read_control,
+    rollout_backfills,
+    rollout_waves,
+    sensor_name,
+    write_control,
+)
+from batch_assets.settings import Settings
+
+
+class RescoreError(Exception):
+    """A rescore command that cannot do what was asked (said in one line)."""
 
 
 def dataset_spec(settings: Settings, name: str | None) -> ScoredDatasetSpec:
@@ -30,8 +54,11 @@ def dataset_spec(settings: Settings, name: str | None) -> ScoredDatasetSpec:
     raise SpecError(f"no scored dataset {name!r} (known: {', '.join(known)}; set BATCH_ASSETS_SPECS)")
 
 
-def sensor_name(spec: ScoredDatasetSpec) -> str:
-    return f"{spec.model_name}_{spec.model_alias}_rollout"
+def registry_of(settings: Settings) -> ModelRegistry:
+    """The registry the runs read, through the same resource and settings."""
+    from resources.builder import shell_resources
+
+    return shell_resources(settings)["model_registry"].get_registry()
 
 
 def stored_cursor(instance: dg.DagsterInstance, name: str) -> str | None:
@@ -42,14 +69,25 @@ def stored_cursor(instance: dg.DagsterInstance, name: str) -> str | None:
     return None
 
 
+def current_rollout(registry: ModelRegistry, spec: ScoredDatasetSpec) -> str | None:
+    """The id of the rollout the alias asks for now (``{version}#{promotion}``)."""
+    try:
+        info = registry.resolve(spec.model_name, spec.model_alias)
+    except ModelNotFound:
+        return None
+    return rollout.rollout_id(
+        info.version, promotion_count(registry, spec.model_name, spec.model_alias, info.version)
+    )
+
+
 def status(
     settings: Settings,
     instance: dg.DagsterInstance,
     say: Callable[[str], None],
     spec: ScoredDatasetSpec = RISK_SCORES,
 ) -> dict[str, list[str]]:
-    """Partitions grouped by the model version of their latest materialization."""
-    registry = ModelRegistry(settings.registry_location, s3_options_from_env())
+    """Partitions grouped by the model version of their latest materialization, and the rollout."""
+    registry = registry_of(settings)
     try:
         champion = registry.resolve(spec.model_name, spec.model_alias).version
     except ModelNotFound:
@@ -65,11 +103,17 @@ def status(
     say(f"{behind} partitions behind the {spec.model_alias}")
     state = RolloutState.from_cursor(stored_cursor(instance, sensor_name(spec)))
     if state:
+        waves = rollout_waves(instance, state.rollout_id)
+        counts = {s: sum(1 for w in waves if w.status == s) for s in {w.status for w in waves}}
         say(
-            f"rollout sensor: version {state.version} phase {state.phase}"
+            f"rollout {state.rollout_id}: phase {state.phase}"
             + (f" ({state.reason})" if state.reason else "")
-            + f", {len(state.requested)} partitions requested"
+            + f", {len(waves)} backfills"
+            + (f" ({', '.join(f'{n} {s}' for s, n in sorted(counts.items()))})" if counts else "")
         )
+    control = read_control(instance, spec)
+    if control.get("cancelled_at") and control.get("cancelled_at", 0) > control.get("resumed_at", 0):
+        say(f"rollout {control.get('rollout')} cancelled from the CLI: `batch-assets rescore resume` goes on")
     return by_version
 
 
@@ -78,12 +122,12 @@ def plan(
     instance: dg.DagsterInstance,
     say: Callable[[str], None],
     spec: ScoredDatasetSpec = RISK_SCORES,
-) -> list[dg.RunRequest]:
+) -> list[rollout.Request]:
     """Evaluate the rollout sensor once against its stored cursor and print the requests; launch nothing."""
     cursor = stored_cursor(instance, sensor_name(spec))
-    requests, new_cursor, skip = evaluate_rollout(
+    requests, state, skip = evaluate_rollout(
         instance,
-        ModelRegistry(settings.registry_location, s3_options_from_env()),
+        registry_of(settings),
         spec,
         cursor,
         window=settings.rollout_window,
@@ -92,11 +136,62 @@ def plan(
     if skip:
         say(f"nothing to request: {skip}")
     for r in requests:
+        what = f"partition {r.partition}" if r.role == rollout.CANARY else f"backfill of {len(r.partitions)}"
         say(
-            f"{r.run_key}\tpartition {r.partition_key}\t{r.tags.get('batch-assets/rollout')}\t"
-            f"model_version={r.tags.get('batch-assets/model_version')}"
+            f"{r.key}\t{what}\t{r.role}\tmodel_version={state.version if state else ''}"
+            + ("" if r.role == rollout.CANARY else f"\t{r.partitions[-1]}..{r.partitions[0]}")
         )
-    state = RolloutState.from_cursor(new_cursor)
     if state:
         say(f"sensor state after this tick: version {state.version}, phase {state.phase}")
     return requests
+
+
+def cancel(
+    settings: Settings,
+    instance: dg.DagsterInstance,
+    say: Callable[[str], None],
+    spec: ScoredDatasetSpec = RISK_SCORES,
+) -> list[str]:
+    """Cancel the current rollout: its active backfills and a canary run not yet finished."""
+    rid = current_rollout(registry_of(settings), spec)
+    if rid is None:
+        raise RescoreError(f"no version behind {spec.model_name}@{spec.model_alias}: no rollout to cancel")
+    write_control(instance, spec, rollout=rid, cancelled_at=time.time())
+    cancelled = []
+    for backfill in rollout_backfills(instance, rid):
+        if backfill.status == BulkActionStatus.REQUESTED:
+            instance.update_backfill(backfill.with_status(BulkActionStatus.CANCELING))
+            cancelled.append(backfill.backfill_id)
+    unfinished = [
+        dg.DagsterRunStatus.QUEUED,
+        dg.DagsterRunStatus.NOT_STARTED,
+        dg.DagsterRunStatus.STARTING,
+        dg.DagsterRunStatus.STARTED,
+    ]
+    for run in instance.get_runs(filters=dg.RunsFilter(tags={ROLLOUT_ID_TAG: rid}, statuses=unfinished)):
+        if run.tags.get("dagster/backfill"):
+            continue  # the backfill daemon terminates the runs of a cancelled backfill
+        instance.run_coordinator.cancel_run(run.run_id)
+        cancelled.append(run.run_id)
+    say(
+        f"rollout {rid} cancelled: {len(cancelled)} backfills and runs stopped; partitions already "
+        "re-scored stay so. `batch-assets rescore resume` goes on with the rest."
+    )
+    return cancelled
+
+
+def resume(
+    settings: Settings,
+    instance: dg.DagsterInstance,
+    say: Callable[[str], None],
+    spec: ScoredDatasetSpec = RISK_SCORES,
+) -> None:
+    """Record a resume: the sensor's next tick requests what is still behind, nothing already re-scored."""
+    rid = current_rollout(registry_of(settings), spec)
+    if rid is None:
+        raise RescoreError(f"no version behind {spec.model_name}@{spec.model_alias}: no rollout to resume")
+    write_control(instance, spec, rollout=rid, resumed_at=time.time())
+    behind = sum(
+        len(p) for v, p in partitions_by_version(instance, spec.asset_key).items() if v != rid.split("#")[0]
+    )
+    say(f"rollout {rid} resumed: the sensor requests the {behind} partitions still behind on its next tick")

@@ -321,7 +321,10 @@ def test_chunked_range_run_loads_the_model_once_and_stores_checks_per_partition(
     assert sorted(e.partition for e in loads) == days  # one materialization per partition, from one step
     md_ = loads[0].step_materialization_data.materialization.metadata
     assert md_["partitions_in_run"].value == 2 and md_["model_load_s"].value >= 0
-    assert "| 2026-10-01 |" in md_["per_partition"].value
+    assert md_["chunk"].value == "2026-10-01..2026-10-02"
+    assert (
+        len({e.step_materialization_data.materialization.metadata["input_sha256"].value for e in loads}) == 2
+    )
     storage = instance.event_log_storage
     for name in ("completeness", "dead_letters", "validity", "provenance", "score_drift"):
         history = storage.get_asset_check_execution_history(dg.AssetCheckKey(PREDS, name), limit=10)

@@ -12,6 +12,7 @@ from batch_assets.datasets import build_dataset, load_datasets
 from batch_assets.local_runs import execute_for_partition, failure_detail
 from batch_assets.scoring import byo, device_example
 from batch_assets.scoring.registry import ModelRegistry
+from batch_assets.sensors import ROLLOUT_CHUNK_TAG
 from resources import build_resources
 from tests.conftest import lake_connection
 
@@ -104,10 +105,16 @@ def test_example_from_its_spec_alone(settings, instance, tmp_path):
     (request,) = canary.run_requests
     assert execute_for_partition(score, instance, request.partition_key, tags=dict(request.tags)).success
 
-    rollout = tick(defs, instance, canary.cursor)
-    assert sorted(r.partition_key for r in rollout.run_requests) == HOURS[:-1]
-    for r in rollout.run_requests:
-        assert execute_for_partition(score, instance, r.partition_key, tags=dict(r.tags)).success
+    rollout = tick(defs, instance, canary.cursor)  # the rest: one backfill, run as one chunk over its range
+    (chunk,) = rollout.run_requests
+    assert chunk.requires_backfill_daemon()
+    hours = sorted(chunk.tags[ROLLOUT_CHUNK_TAG].split(","))
+    assert hours == HOURS[:-1]
+    tags = dict(chunk.tags) | {
+        "dagster/asset_partition_range_start": hours[0],
+        "dagster/asset_partition_range_end": hours[-1],
+    }
+    assert score.execute_in_process(instance=instance, tags=tags, raise_on_error=False).success
     assert scored_versions(settings) == dict.fromkeys(HOURS, "2")
 
 

@@ -120,7 +120,7 @@ def test_without_files_the_features_asset_is_external_and_still_checked(tmp_path
     assert features.partitions_def.get_first_partition_key() == "2026-11-01-00:00"
     nodes = set(defs.resolve_job_def("score_failure_scores").graph.node_dict)
     assert {
-        "features__device_hourly_contract",
+        "failure_scores_features_checks",
         "predictions__failure_scores",
         "predictions__failure_summary",
     } <= nodes

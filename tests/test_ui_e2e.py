@@ -96,7 +96,8 @@ def test_dagster_dev_serves_the_asset_graph(server):
         assert len(n["description"] or "") > 40 and n["owners"], n
     kinds = {"/".join(n["assetKey"]["path"]): set(n["kinds"]) for n in nodes}
     assert (
-        kinds["predictions/risk_scores"] == {"duckdb", "pytorch"} and "pytorch" in kinds["models/risk_model"]
+        kinds["predictions/risk_scores"] == {"deltalake", "pytorch"}
+        and "pytorch" in kinds["models/risk_model"]
     )
 
 
@@ -185,7 +186,7 @@ def test_backfills_store_checks_per_partition_and_queue_on_the_pool(server):
 MATERIALIZATIONS = """query M($partitions: [String!]) {
   assetOrError(assetKey: {path: ["predictions", "risk_scores"]}) {
     ... on Asset { assetMaterializations(partitions: $partitions) {
-      partition runId metadataEntries { label ... on MarkdownMetadataEntry { mdStr } } } }
+      partition runId metadataEntries { label ... on MarkdownMetadataEntry { mdStr } ... on TextMetadataEntry { text } } } }
   }
 }"""
 
@@ -204,38 +205,46 @@ def test_promotion_with_the_cli_rolls_out_canary_then_history(server):
     for args in (["register", "risk_model", str(artifact), "--version", "2"], ["promote", "risk_model", "2"]):
         subprocess.run([*cli, "models", *args], env=env, check=True, capture_output=True, timeout=60)
 
-    deadline = time.time() + 240
+    deadline = time.time() + 300
     with dg.DagsterInstance.from_config(str(settings.dagster_home)) as instance:
-        while True:
+        while True:  # the canary run, then one backfill (2 partitions, one chunk) and its one run
             runs = runs_with(instance, {"batch-assets/model_version": "2"})
             done = [r for r in runs if r.is_finished]
-            if (len(done) == len(BACKFILL_DAYS) and len(runs) == len(done)) or time.time() > deadline:
+            if (len(done) == 2 and len(runs) == 2) or time.time() > deadline:
                 break
             assert not any(r.status == dg.DagsterRunStatus.FAILURE for r in runs), server.log.read_text()[
                 -4000:
             ]
             time.sleep(2)
         assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs), [r.status for r in runs]
-        by_role = {r.tags["batch-assets/rollout"]: [] for r in runs}
-        for r in sorted(runs, key=lambda r: instance.get_run_record_by_id(r.run_id).create_timestamp):
-            by_role[r.tags["batch-assets/rollout"]].append(r.tags["dagster/partition"])
-        # the canary is the latest partition, alone; the history follows only after it succeeded
-        assert by_role == {"canary": [BACKFILL_DAYS[-1]], "rollout": sorted(BACKFILL_DAYS[:-1], reverse=True)}
         canary = next(r for r in runs if r.tags["batch-assets/rollout"] == "canary")
+        chunk = next(r for r in runs if r.tags["batch-assets/rollout"] == "rollout")
+        # the canary is the latest partition, alone; the history follows as a backfill after it succeeded
+        assert canary.tags["dagster/partition"] == BACKFILL_DAYS[-1]
+        assert chunk.tags.get("dagster/backfill") and (
+            chunk.tags["dagster/asset_partition_range_start"],
+            chunk.tags["dagster/asset_partition_range_end"],
+        ) == (BACKFILL_DAYS[0], BACKFILL_DAYS[-2])
         canary_end = instance.get_run_record_by_id(canary.run_id).end_time
-        assert all(
-            instance.get_run_record_by_id(r.run_id).create_timestamp.timestamp() >= canary_end
-            for r in runs
-            if r is not canary
-        )
+        assert instance.get_run_record_by_id(chunk.run_id).create_timestamp.timestamp() >= canary_end
+        # each partition of the chunk has its own check results, and there is no chunk-level one
+        for name in ("completeness", "validity", "provenance", "dead_letters", "score_drift"):
+            history = instance.event_log_storage.get_asset_check_execution_history(
+                dg.AssetCheckKey(dg.AssetKey(["predictions", "risk_scores"]), name), limit=50
+            )
+            in_chunk = [h for h in history if h.run_id == chunk.run_id]
+            assert sorted(h.partition for h in in_chunk) == BACKFILL_DAYS[:-1], name
     # every partition now carries version 2, a drift table and the score plot, as the UI shows them
     mats = graphql(port, MATERIALIZATIONS, {"partitions": BACKFILL_DAYS})["assetOrError"][
         "assetMaterializations"
     ]
     latest = {}
     for m in mats:  # newest first
-        latest.setdefault(m["partition"], {e["label"]: e.get("mdStr") for e in m["metadataEntries"]})
+        latest.setdefault(
+            m["partition"], {e["label"]: e.get("mdStr") or e.get("text") for e in m["metadataEntries"]}
+        )
     assert set(latest) == set(BACKFILL_DAYS)
+    assert len({md["input_sha256"] for md in latest.values()}) == len(BACKFILL_DAYS)  # each its own
     for md in latest.values():
         assert {
             "model_version",

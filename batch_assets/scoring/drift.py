@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.stats import ks_2samp
 
 PSI_BINS = 10
 REFERENCE_SAMPLE = 1000
@@ -129,6 +128,8 @@ def assess(reference: dict[str, Any] | None, values: np.ndarray, thresholds: Dri
         )
     edges = np.asarray(reference["psi_edges"], dtype=np.float64)
     value = psi(reference["psi_fractions"], bin_fractions(finite, edges))
+    from scipy.stats import ks_2samp  # on first use: scipy.stats costs a run process about 1 s to import
+
     ks = ks_2samp(finite, np.asarray(reference["sample"], dtype=np.float64))
     verdict = "ok"
     if value > thresholds.psi_error or (

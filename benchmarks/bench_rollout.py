@@ -1,0 +1,270 @@
+"""A promotion's rollout end to end, through the Dagster daemon: how long re-scoring history takes.
+
+    python benchmarks/bench_rollout.py [--days 60] [--rows 10000] [--rounds 2] [--interval 30]
+
+A temporary state folder holds ``--days`` partitions of ``features.customer_daily`` (``--rows`` rows each,
+the demo's 15 features, written straight into the lake) scored by version 1 of ``risk_model`` (in process,
+as setup). ``dagster-daemon run`` serves the embedded default (workspace.yaml, its dagster.yaml: 4 runs
+and 4 scoring slots at once) with the rollout sensor ticking every ``--interval`` seconds. Each round
+registers and promotes a new version and waits until every partition is scored by it, the rollout's
+backfills are finished and the last check is stored. Between rounds, and before the first, the scorer and
+the Delta write alone are timed in process on one partition (``scorer+write``), so the rollout's rate is
+reported as a ratio to what the same machine scores and writes at that moment.
+
+Reported per round and as median and spread (max - min) / median over rounds: wall time from the
+promotion to the last check, runs launched, model loads, effective rows/s, the ratio to scorer+write rows/s;
+and the per-run overhead read from the runs' event logs: launch to process start (imports, code location
+load), and each step's duration (scoring, the two check steps, the summary).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from batch_assets.definitions import build_definitions  # noqa: E402
+from batch_assets.history import scored_versions  # noqa: E402
+from batch_assets.local_runs import QUIET, prepare_dagster_home  # noqa: E402
+from batch_assets.scoring.model_format import TabularMLP  # noqa: E402
+from batch_assets.scoring.registry import ModelRegistry  # noqa: E402
+from batch_assets.scoring.training import export_model  # noqa: E402
+from batch_assets.scoring.warehouse import (  # noqa: E402
+    FEATURE_COLUMNS,
+    FEATURES_SCHEMA,
+    FEATURES_TABLE,
+    connect_lake,
+    replace_predictions_partition,
+)
+from batch_assets.sensors import ROLLOUT_ID_TAG  # noqa: E402
+from batch_assets.settings import Settings  # noqa: E402
+from batch_assets.storage.lake import Lake  # noqa: E402
+
+PREDS = dg.AssetKey(["predictions", "risk_scores"])
+FIRST = dt.date(2026, 1, 1)
+
+
+def features(day: dt.date, rows: int, seed: int) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    return pa.table(
+        {
+            "entity_id": pa.array(np.arange(rows, dtype=np.int64) + 1),
+            "partition_date": pa.array([day] * rows, pa.date32()),
+            **{c: pa.array(rng.gamma(2.0, 2.0, rows)) for c in FEATURE_COLUMNS},
+        }
+    )
+
+
+def new_model(tmp: Path, seed: int, x: np.ndarray) -> Path:
+    import torch
+
+    torch.manual_seed(seed)
+    return export_model(
+        TabularMLP(len(FEATURE_COLUMNS), (64, 32)).eval(),
+        tmp / f"m{seed}.safetensors",
+        feature_columns=FEATURE_COLUMNS,
+        x_reference=x,
+        training={"seed": seed},
+    )
+
+
+def scorer_write_rate(settings: Settings, registry: ModelRegistry, day: dt.date) -> float:
+    """rows/s of the scorer and the Delta write alone, one partition, in process (the limit)."""
+    info = registry.resolve("risk_model", "champion")
+    module = registry.load("risk_model", info.version).module
+    lake = Lake(settings.lake_location)
+    with duckdb.connect() as con:
+        connect_lake(con, lake)
+        t = time.perf_counter()
+        stats = replace_predictions_partition(
+            con,
+            lake,
+            day=day,
+            module=module,
+            features_table=FEATURES_TABLE,
+            key="entity_id",
+            feature_columns=info.feature_names,
+            output_table="bench.scores",
+            dead_letter_table="bench.dead_letters",
+            model_name="risk_model",
+            model_version=info.version,
+            model_sha256=info.sha256,
+            run_id="bench",
+            scored_at=dt.datetime(2026, 1, 1),
+        )
+        return stats.rows_read / (time.perf_counter() - t)
+
+
+def run_overheads(instance: dg.DagsterInstance, run_ids: list[str]) -> dict[str, list[float]]:
+    """Seconds from launch to the run process starting, and per step kind, for each run."""
+    out: dict[str, list[float]] = {"process_start": [], "scoring": [], "checks": [], "summary": []}
+    for run_id in run_ids:
+        starts, launch, begun = {}, None, None
+        for entry in instance.all_logs(run_id):
+            event = entry.dagster_event
+            if event is None:
+                continue
+            kind = event.event_type_value
+            if kind == "RUN_STARTING":
+                launch = entry.timestamp
+            elif kind == "RUN_START":
+                begun = entry.timestamp
+            elif kind == "STEP_START":
+                starts[event.step_key] = entry.timestamp
+            elif kind in ("STEP_SUCCESS", "STEP_FAILURE") and event.step_key in starts:
+                took = entry.timestamp - starts[event.step_key]
+                key = event.step_key
+                what = "checks" if key.endswith("_checks") else "summary" if "summary" in key else "scoring"
+                out[what].append(took)
+        if launch and begun:
+            out["process_start"].append(begun - launch)
+    return out
+
+
+def wait_for_rollout(instance, version: str, rid: str, days: list[str], timeout: float) -> float:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        scored = scored_versions(instance, PREDS)
+        if all(scored.get(d) == version for d in days):
+            runs = instance.get_runs(filters=dg.RunsFilter(tags={ROLLOUT_ID_TAG: rid}))
+            if runs and all(r.is_finished for r in runs):
+                backfills = instance.get_backfills()
+                if all(b.status.value != "REQUESTED" for b in backfills if b.tags.get(ROLLOUT_ID_TAG) == rid):
+                    return time.time()
+        time.sleep(1)
+    raise TimeoutError(f"rollout {rid} did not finish within {timeout:.0f} s")
+
+
+def spread(values: list[float]) -> float:
+    med = statistics.median(values)
+    return (max(values) - min(values)) / med if med else 0.0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--days", type=int, default=60)
+    ap.add_argument("--rows", type=int, default=10_000)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--interval", type=int, default=30, help="rollout sensor interval, seconds")
+    ap.add_argument("--timeout", type=float, default=1800)
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "rollout.jsonl")
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        settings = Settings(home=tmp / "home").ensure()
+        dagster_home = prepare_dagster_home(settings)
+        lake = Lake(settings.lake_location)
+        days = [FIRST + dt.timedelta(days=i) for i in range(args.days)]
+        for i, day in enumerate(days):
+            lake.replace_partition(FEATURES_TABLE, FEATURES_SCHEMA, day, features(day, args.rows, i))
+        ref = features(days[0], args.rows, 0)
+        x = np.column_stack([ref.column(c).to_numpy() for c in FEATURE_COLUMNS]).astype(np.float32)
+        registry = ModelRegistry(settings.registry)
+        registry.promote("risk_model", registry.register("risk_model", new_model(tmp, 1, x)).version)
+        keys = [d.isoformat() for d in days]
+        os.environ["BATCH_ASSETS_HOME"] = str(settings.home)
+        os.environ["DAGSTER_HOME"] = str(dagster_home)
+        defs = build_definitions(settings)
+        job = defs.resolve_job_def("score_daily")
+        print(f"setup: scoring {args.days} days x {args.rows:,} rows with version 1 (in process)", flush=True)
+        with dg.DagsterInstance.get() as instance:
+            for i in range(0, len(keys), 30):
+                part = keys[i : i + 30]
+                result = job.execute_in_process(
+                    instance=instance,
+                    run_config=QUIET,
+                    raise_on_error=False,
+                    tags={
+                        "dagster/asset_partition_range_start": part[0],
+                        "dagster/asset_partition_range_end": part[-1],
+                    },
+                )
+                assert result.success, f"setup run over {part[0]}..{part[-1]} failed"
+
+        env = {**os.environ, "BATCH_ASSETS_ROLLOUT_INTERVAL_S": str(args.interval)}
+        log = (tmp / "daemon.log").open("w")
+        daemon = subprocess.Popen(
+            [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", "workspace.yaml"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        rounds = []
+        try:
+            time.sleep(10)  # the daemon loads the code location; its sensor's first tick finds nothing to do
+            limits = [scorer_write_rate(settings, registry, days[0])]
+            with dg.DagsterInstance.get() as instance:
+                for r in range(args.rounds):
+                    seed = r + 2
+                    version = registry.register("risk_model", new_model(tmp, seed, x)).version
+                    t0 = time.time()
+                    registry.promote("risk_model", version)
+                    rid = f"{version}#1"
+                    print(f"round {r + 1}: promoted version {version}, waiting for the rollout", flush=True)
+                    t1 = wait_for_rollout(instance, version, rid, keys, args.timeout)
+                    runs = instance.get_runs(filters=dg.RunsFilter(tags={ROLLOUT_ID_TAG: rid}))
+                    run_ids = [run.run_id for run in runs]
+                    over = run_overheads(instance, run_ids)
+                    rows = args.days * args.rows
+                    limits.append(scorer_write_rate(settings, registry, days[0]))
+                    limit = statistics.median(limits[-2:])
+                    rounds.append(
+                        {
+                            "round": r + 1,
+                            "version": version,
+                            "wall_s": t1 - t0,
+                            "runs": len(runs),
+                            "model_loads": len(over["scoring"]),
+                            "rows_per_s": rows / (t1 - t0),
+                            "scorer_write_rows_per_s": limit,
+                            "ratio": rows / (t1 - t0) / limit,
+                            **{f"{k}_s_median": statistics.median(v) if v else None for k, v in over.items()},
+                        }
+                    )
+                    print(json.dumps(rounds[-1]), flush=True)
+        finally:
+            os.killpg(daemon.pid, 15)
+            daemon.wait(timeout=60)
+            log.close()
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("w") as f:
+        for r in rounds:
+            f.write(json.dumps({**r, "days": args.days, "rows": args.rows}) + "\n")
+    print(
+        f"\nrollout of {args.days} days x {args.rows:,} rows through dagster-daemon, {args.rounds} rounds\n"
+    )
+    print("| figure | median | spread |")
+    print("|---|---:|---:|")
+    for name in ("wall_s", "runs", "model_loads", "rows_per_s", "scorer_write_rows_per_s", "ratio"):
+        values = [float(r[name]) for r in rounds]
+        print(f"| {name} | {statistics.median(values):.4g} | {spread(values):.0%} |")
+    for name in ("process_start", "scoring", "checks", "summary"):
+        values = [r[f"{name}_s_median"] for r in rounds if r[f"{name}_s_median"] is not None]
+        if values:
+            print(
+                f"| per run: {name} s (median of runs) | {statistics.median(values):.2f} | {spread(values):.0%} |"
+            )
+    print(f"\nresults in {args.out}")
+
+
+if __name__ == "__main__":
+    main()
