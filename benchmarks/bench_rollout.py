@@ -41,22 +41,25 @@ sys.path.insert(0, str(ROOT))
 from batch_assets.definitions import build_definitions  # noqa: E402
 from batch_assets.history import scored_versions  # noqa: E402
 from batch_assets.local_runs import QUIET, prepare_dagster_home  # noqa: E402
+from batch_assets.scoring.demo_data import DemoConfig, write_landing  # noqa: E402
 from batch_assets.scoring.model_format import TabularMLP  # noqa: E402
 from batch_assets.scoring.registry import ModelRegistry  # noqa: E402
 from batch_assets.scoring.training import export_model  # noqa: E402
 from batch_assets.scoring.warehouse import (  # noqa: E402
     FEATURE_COLUMNS,
-    FEATURES_SCHEMA,
     FEATURES_TABLE,
     connect_lake,
+    read_landing_day,
+    replace_features_partition,
     replace_predictions_partition,
+    replace_raw_partition,
 )
 from batch_assets.sensors import ROLLOUT_ID_TAG  # noqa: E402
 from batch_assets.settings import Settings  # noqa: E402
 from batch_assets.storage.lake import Lake  # noqa: E402
 
 PREDS = dg.AssetKey(["predictions", "risk_scores"])
-FIRST = dt.date(2026, 1, 1)
+FIRST = dt.date(2026, 9, 1)  # the demo partitions' start (partitions.DAILY_START_DATE)
 
 
 def features(day: dt.date, rows: int, seed: int) -> pa.Table:
@@ -164,6 +167,12 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "rollout.jsonl")
     args = ap.parse_args()
+    closed = (dt.datetime.now(dt.UTC).date() - FIRST).days
+    if args.days > closed:
+        ap.error(
+            f"--days {args.days}: the demo's daily partitions start {FIRST} and only {closed} have closed; "
+            "a 365-day rollout needs a spec with an earlier start"
+        )
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -171,9 +180,15 @@ def main() -> None:
         dagster_home = prepare_dagster_home(settings)
         lake = Lake(settings.lake_location)
         days = [FIRST + dt.timedelta(days=i) for i in range(args.days)]
-        for i, day in enumerate(days):
-            lake.replace_partition(FEATURES_TABLE, FEATURES_SCHEMA, day, features(day, args.rows, i))
-        ref = features(days[0], args.rows, 0)
+        # demo-shaped data: the demo's landing files, through the raw and feature SQL into the lake
+        cfg = DemoConfig(customers=args.rows, days=args.days, start=FIRST)
+        write_landing(cfg, settings.landing)
+        with duckdb.connect() as con:
+            connect_lake(con, lake)
+            for day in days:
+                replace_raw_partition(con, lake, day, read_landing_day(settings.landing, day))
+                replace_features_partition(con, lake, day, max(days[0], day - dt.timedelta(days=29)))
+        ref = lake.table(FEATURES_TABLE).to_pyarrow_dataset().to_table(columns=list(FEATURE_COLUMNS))
         x = np.column_stack([ref.column(c).to_numpy() for c in FEATURE_COLUMNS]).astype(np.float32)
         registry = ModelRegistry(settings.registry)
         registry.promote("risk_model", registry.register("risk_model", new_model(tmp, 1, x)).version)
