@@ -80,6 +80,13 @@ def current_rollout(registry: ModelRegistry, spec: ScoredDatasetSpec) -> str | N
     )
 
 
+def require_rollout(settings: Settings, spec: ScoredDatasetSpec, verb: str) -> str:
+    rid = current_rollout(registry_of(settings), spec)
+    if rid is None:
+        raise RescoreError(f"no version behind {spec.model_name}@{spec.model_alias}: no rollout to {verb}")
+    return rid
+
+
 def status(
     settings: Settings,
     instance: dg.DagsterInstance,
@@ -153,9 +160,7 @@ def cancel(
     spec: ScoredDatasetSpec = RISK_SCORES,
 ) -> list[str]:
     """Cancel the current rollout: its active backfills and a canary run not yet finished."""
-    rid = current_rollout(registry_of(settings), spec)
-    if rid is None:
-        raise RescoreError(f"no version behind {spec.model_name}@{spec.model_alias}: no rollout to cancel")
+    rid = require_rollout(settings, spec, "cancel")
     write_control(instance, spec, rollout=rid, cancelled_at=time.time())
     cancelled = []
     for backfill in rollout_backfills(instance, rid):
@@ -187,9 +192,7 @@ def resume(
     spec: ScoredDatasetSpec = RISK_SCORES,
 ) -> None:
     """Record a resume: the sensor's next tick requests what is still behind, nothing already re-scored."""
-    rid = current_rollout(registry_of(settings), spec)
-    if rid is None:
-        raise RescoreError(f"no version behind {spec.model_name}@{spec.model_alias}: no rollout to resume")
+    rid = require_rollout(settings, spec, "resume")
     write_control(instance, spec, rollout=rid, resumed_at=time.time())
     behind = sum(
         len(p) for v, p in partitions_by_version(instance, spec.asset_key).items() if v != rid.split("#")[0]

@@ -207,8 +207,8 @@ def test_rollout_canary_then_history_then_rollback(world, instance, tmp_path):
     assert [r.run_key for r in back.run_requests] == ["1:2026-09-14#2"]
 
 
-def test_cancel_pauses_the_rollout_and_resume_redoes_nothing_finished(world, instance, tmp_path):
-    defs, days, settings, registry = world
+def release_version_2(defs, instance, registry, tmp_path):
+    """Promote a version 2, run its canary, submit the rollout's backfills; returns the releasing tick."""
     cursor = tick(defs, instance, None).cursor
     v2 = registry.register(
         "risk_model", write_artifact(tmp_path / "v2" / "m.safetensors", make_model(seed=2))
@@ -218,6 +218,12 @@ def test_cancel_pauses_the_rollout_and_resume_redoes_nothing_finished(world, ins
     assert all(r.success for r in submit(defs, instance, canary.run_requests))
     rollout = tick(defs, instance, canary.cursor)
     submit(defs, instance, rollout.run_requests)
+    return rollout
+
+
+def test_cancel_pauses_the_rollout_and_resume_redoes_nothing_finished(world, instance, tmp_path):
+    defs, days, settings, registry = world
+    rollout = release_version_2(defs, instance, registry, tmp_path)
     run_backfills(defs, instance, limit=1)  # the newest chunk (10 partitions) finishes, then the cancel
     said = []
     cancelled = rescore.cancel(settings, instance, say=said.append)
@@ -247,15 +253,7 @@ def test_cancel_pauses_the_rollout_and_resume_redoes_nothing_finished(world, ins
 
 def test_stopping_and_starting_the_sensor_resumes_a_rollout_cancelled_in_the_ui(world, instance, tmp_path):
     defs, days, settings, registry = world
-    cursor = tick(defs, instance, None).cursor
-    v2 = registry.register(
-        "risk_model", write_artifact(tmp_path / "v2" / "m.safetensors", make_model(seed=2))
-    )
-    registry.promote("risk_model", v2.version)
-    canary = tick(defs, instance, cursor)
-    submit(defs, instance, canary.run_requests)
-    rollout = tick(defs, instance, canary.cursor)
-    submit(defs, instance, rollout.run_requests)
+    rollout = release_version_2(defs, instance, registry, tmp_path)
     for backfill in rescore.rollout_backfills(instance, "2#1"):  # "Cancel backfill" in the UI
         instance.update_backfill(
             backfill.with_status(BulkActionStatus.CANCELED).with_end_timestamp(time.time())
