@@ -1,20 +1,23 @@
 """A promotion's rollout end to end, through the Dagster daemon: how long re-scoring history takes.
 
-    python benchmarks/bench_rollout.py [--days 60] [--rows 10000] [--rounds 2] [--interval 30]
+    python benchmarks/bench_rollout.py [--days 60] [--rows 10000] [--rounds 2] [--interval 30] [--chunk 10]
 
-A temporary state folder holds ``--days`` partitions of ``features.customer_daily`` (``--rows`` rows each,
-the demo's 15 features, written straight into the lake) scored by version 1 of ``risk_model`` (in process,
-as setup). ``dagster-daemon run`` serves the embedded default (workspace.yaml, its dagster.yaml: 4 runs
-and 4 scoring slots at once) with the rollout sensor ticking every ``--interval`` seconds. Each round
-registers and promotes a new version and waits until every partition is scored by it, the rollout's
-backfills are finished and the last check is stored. Between rounds, and before the first, the scorer and
-the Delta write alone are timed in process on one partition (``scorer+write``), so the rollout's rate is
-reported as a ratio to what the same machine scores and writes at that moment.
+The benchmark is a scored dataset of its own, ``rollout_bench`` (a spec file loaded through
+``BATCH_ASSETS_SPECS``, so the demo is untouched): its daily partitions start ``--days`` days before today,
+so ``--days 365`` is a year of closed days. Its features table, ``bench.customer_daily``, holds the demo's
+15 feature columns, ``--rows`` rows a day, written straight into the lake; version 1 of ``bench_model``
+scores every day in process as setup. ``dagster-daemon run`` serves the embedded default (workspace.yaml,
+its dagster.yaml: 4 runs and 4 scoring slots at once) with the rollout sensors ticking every
+``--interval`` seconds. Each round registers and promotes a new version and waits until every partition is
+scored by it, the rollout's backfills are finished and the last check is stored. Between rounds, and
+before the first, the scorer and the Delta write alone are timed in process on one partition
+(``scorer+write``), so the rollout's rate is reported as a ratio to what the same machine scores and writes
+at that moment.
 
 Reported per round and as median and spread (max - min) / median over rounds: wall time from the
 promotion to the last check, runs launched, model loads, effective rows/s, the ratio to scorer+write rows/s;
-and the per-run overhead read from the runs' event logs: launch to process start (imports, code location
-load), and each step's duration (scoring, the two check steps, the summary).
+and the per-run overhead read from the runs' event logs: launch (RUN_STARTING) to the run process starting
+(RUN_START: imports, code location load), and each step's duration (scoring, the check steps, the summary).
 """
 
 from __future__ import annotations
@@ -41,25 +44,38 @@ sys.path.insert(0, str(ROOT))
 from batch_assets.definitions import build_definitions  # noqa: E402
 from batch_assets.history import scored_versions  # noqa: E402
 from batch_assets.local_runs import QUIET, prepare_dagster_home  # noqa: E402
-from batch_assets.scoring.demo_data import DemoConfig, write_landing  # noqa: E402
 from batch_assets.scoring.model_format import TabularMLP  # noqa: E402
 from batch_assets.scoring.registry import ModelRegistry  # noqa: E402
 from batch_assets.scoring.training import export_model  # noqa: E402
 from batch_assets.scoring.warehouse import (  # noqa: E402
     FEATURE_COLUMNS,
-    FEATURES_TABLE,
     connect_lake,
-    read_landing_day,
-    replace_features_partition,
     replace_predictions_partition,
-    replace_raw_partition,
 )
 from batch_assets.sensors import ROLLOUT_ID_TAG  # noqa: E402
 from batch_assets.settings import Settings  # noqa: E402
 from batch_assets.storage.lake import Lake  # noqa: E402
 
-PREDS = dg.AssetKey(["predictions", "risk_scores"])
-FIRST = dt.date(2026, 9, 1)  # the demo partitions' start (partitions.DAILY_START_DATE)
+NAME = "rollout_bench"
+MODEL = "bench_model"
+PREDS = dg.AssetKey(["bench", NAME])
+FEATURES = "bench.customer_daily"
+SPEC = """\
+name: rollout_bench
+group: bench
+partitioning: {{type: daily, start: "{start}"}}
+features:
+  asset: bench/customer_daily
+  table: bench.customer_daily
+  key: entity_id
+  columns: {{{columns}}}
+model: {{name: bench_model, alias: champion}}
+output:
+  table: bench.scores
+  dead_letter_table: bench.dead_letters
+  summary_table: bench.summary
+scoring: {{backfill_chunk: {chunk}}}
+"""
 
 
 def features(day: dt.date, rows: int, seed: int) -> pa.Table:
@@ -88,8 +104,8 @@ def new_model(tmp: Path, seed: int, x: np.ndarray) -> Path:
 
 def scorer_write_rate(settings: Settings, registry: ModelRegistry, day: dt.date) -> float:
     """rows/s of the scorer and the Delta write alone, one partition, in process (the limit)."""
-    info = registry.resolve("risk_model", "champion")
-    module = registry.load("risk_model", info.version).module
+    info = registry.resolve(MODEL, "champion")
+    module = registry.load(MODEL, info.version).module
     lake = Lake(settings.lake_location)
     with duckdb.connect() as con:
         connect_lake(con, lake)
@@ -99,12 +115,12 @@ def scorer_write_rate(settings: Settings, registry: ModelRegistry, day: dt.date)
             lake,
             day=day,
             module=module,
-            features_table=FEATURES_TABLE,
+            features_table=FEATURES,
             key="entity_id",
             feature_columns=info.feature_names,
-            output_table="bench.scores",
-            dead_letter_table="bench.dead_letters",
-            model_name="risk_model",
+            output_table="bench.limit_scores",
+            dead_letter_table="bench.limit_dead_letters",
+            model_name=MODEL,
             model_version=info.version,
             model_sha256=info.sha256,
             run_id="bench",
@@ -122,14 +138,16 @@ def run_overheads(instance: dg.DagsterInstance, run_ids: list[str]) -> dict[str,
             event = entry.dagster_event
             if event is None:
                 continue
-            kind = event.event_type_value
-            if kind == "RUN_STARTING":
+            kind = event.event_type
+            if kind == dg.DagsterEventType.RUN_STARTING:
                 launch = entry.timestamp
-            elif kind == "RUN_START":
+            elif kind == dg.DagsterEventType.RUN_START:
                 begun = entry.timestamp
-            elif kind == "STEP_START":
+            elif kind == dg.DagsterEventType.STEP_START:
                 starts[event.step_key] = entry.timestamp
-            elif kind in ("STEP_SUCCESS", "STEP_FAILURE") and event.step_key in starts:
+            elif kind in (dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE) and (
+                event.step_key in starts
+            ):
                 took = entry.timestamp - starts[event.step_key]
                 key = event.step_key
                 what = "checks" if key.endswith("_checks") else "summary" if "summary" in key else "scoring"
@@ -167,36 +185,39 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "rollout.jsonl")
     args = ap.parse_args()
-    closed = (dt.datetime.now(dt.UTC).date() - FIRST).days
-    if args.days > closed:
-        ap.error(
-            f"--days {args.days}: the demo's daily partitions start {FIRST} and only {closed} have closed; "
-            "a 365-day rollout needs a spec with an earlier start"
-        )
+    ap.add_argument("--chunk", type=int, default=None, help="backfill_chunk of the spec (its default)")
+    args = ap.parse_args()
+    first = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=args.days + 1)
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        settings = Settings(home=tmp / "home").ensure()
+        spec_file = tmp / "rollout_bench.yaml"
+        spec_text = SPEC.format(
+            start=first.isoformat(),
+            columns=", ".join(f"{c}: null" for c in FEATURE_COLUMNS),
+            chunk=args.chunk or 10,
+        )
+        spec_file.write_text(
+            spec_text if args.chunk else spec_text.replace("scoring: {backfill_chunk: 10}\n", "")
+        )
+        os.environ["BATCH_ASSETS_SPECS"] = str(spec_file)
+        settings = Settings(home=tmp / "home", spec_locations=(spec_file,)).ensure()
         dagster_home = prepare_dagster_home(settings)
         lake = Lake(settings.lake_location)
-        days = [FIRST + dt.timedelta(days=i) for i in range(args.days)]
-        # demo-shaped data: the demo's landing files, through the raw and feature SQL into the lake
-        cfg = DemoConfig(customers=args.rows, days=args.days, start=FIRST)
-        write_landing(cfg, settings.landing)
-        with duckdb.connect() as con:
-            connect_lake(con, lake)
-            for day in days:
-                replace_raw_partition(con, lake, day, read_landing_day(settings.landing, day))
-                replace_features_partition(con, lake, day, max(days[0], day - dt.timedelta(days=29)))
-        ref = lake.table(FEATURES_TABLE).to_pyarrow_dataset().to_table(columns=list(FEATURE_COLUMNS))
-        x = np.column_stack([ref.column(c).to_numpy() for c in FEATURE_COLUMNS]).astype(np.float32)
+        days = [first + dt.timedelta(days=i) for i in range(args.days)]
+        # the demo's 15 feature columns, --rows a day, written straight into the lake
+        for i, day in enumerate(days):
+            table = features(day, args.rows, seed=i)
+            lake.replace_partition(FEATURES, table.schema, day, table)
+        ref = lake.table(FEATURES).to_pyarrow_dataset().to_table(columns=list(FEATURE_COLUMNS))
+        x = np.column_stack([ref.column(c).to_numpy() for c in FEATURE_COLUMNS]).astype(np.float32)[::50]
         registry = ModelRegistry(settings.registry)
-        registry.promote("risk_model", registry.register("risk_model", new_model(tmp, 1, x)).version)
+        registry.promote(MODEL, registry.register(MODEL, new_model(tmp, 1, x)).version)
         keys = [d.isoformat() for d in days]
         os.environ["BATCH_ASSETS_HOME"] = str(settings.home)
         os.environ["DAGSTER_HOME"] = str(dagster_home)
         defs = build_definitions(settings)
-        job = defs.resolve_job_def("score_daily")
+        job = defs.resolve_job_def(f"score_{NAME}")
         print(f"setup: scoring {args.days} days x {args.rows:,} rows with version 1 (in process)", flush=True)
         with dg.DagsterInstance.get() as instance:
             for i in range(0, len(keys), 30):
@@ -229,9 +250,9 @@ def main() -> None:
             with dg.DagsterInstance.get() as instance:
                 for r in range(args.rounds):
                     seed = r + 2
-                    version = registry.register("risk_model", new_model(tmp, seed, x)).version
+                    version = registry.register(MODEL, new_model(tmp, seed, x)).version
                     t0 = time.time()
-                    registry.promote("risk_model", version)
+                    registry.promote(MODEL, version)
                     rid = f"{version}#1"
                     print(f"round {r + 1}: promoted version {version}, waiting for the rollout", flush=True)
                     t1 = wait_for_rollout(instance, version, rid, keys, args.timeout)

@@ -130,7 +130,10 @@ def assess(reference: dict[str, Any] | None, values: np.ndarray, thresholds: Dri
     value = psi(reference["psi_fractions"], bin_fractions(finite, edges))
     from scipy.stats import ks_2samp  # on first use: scipy.stats costs a run process about 1 s to import
 
-    ks = ks_2samp(finite, np.asarray(reference["sample"], dtype=np.float64))
+    # the verdict reads the statistic; the p-value is reported only, and scipy's exact method (its default
+    # up to 10,000 rows a side) costs ~20 ms a column against ~1 ms for the asymptotic one, which is accurate
+    # at these sample sizes
+    ks = ks_2samp(finite, np.asarray(reference["sample"], dtype=np.float64), method="asymp")
     verdict = "ok"
     if value > thresholds.psi_error or (
         thresholds.ks_error is not None and ks.statistic > thresholds.ks_error
