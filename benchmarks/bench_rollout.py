@@ -74,7 +74,6 @@ output:
   table: bench.scores
   dead_letter_table: bench.dead_letters
   summary_table: bench.summary
-scoring: {{backfill_chunk: {chunk}}}
 """
 
 
@@ -184,8 +183,7 @@ def main() -> None:
     ap.add_argument("--interval", type=int, default=30, help="rollout sensor interval, seconds")
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "rollout.jsonl")
-    args = ap.parse_args()
-    ap.add_argument("--chunk", type=int, default=None, help="backfill_chunk of the spec (its default)")
+    ap.add_argument("--chunk", type=int, default=None, help="backfill_chunk of the spec (default: its own)")
     args = ap.parse_args()
     first = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=args.days + 1)
 
@@ -193,13 +191,11 @@ def main() -> None:
         tmp = Path(tmp_name)
         spec_file = tmp / "rollout_bench.yaml"
         spec_text = SPEC.format(
-            start=first.isoformat(),
-            columns=", ".join(f"{c}: null" for c in FEATURE_COLUMNS),
-            chunk=args.chunk or 10,
+            start=first.isoformat(), columns=", ".join(f"{c}: null" for c in FEATURE_COLUMNS)
         )
-        spec_file.write_text(
-            spec_text if args.chunk else spec_text.replace("scoring: {backfill_chunk: 10}\n", "")
-        )
+        if args.chunk:
+            spec_text += f"scoring: {{backfill_chunk: {args.chunk}}}\n"
+        spec_file.write_text(spec_text)
         os.environ["BATCH_ASSETS_SPECS"] = str(spec_file)
         settings = Settings(home=tmp / "home", spec_locations=(spec_file,)).ensure()
         dagster_home = prepare_dagster_home(settings)
