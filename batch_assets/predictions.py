@@ -253,7 +253,7 @@ def build_scored_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
         done: list[tuple[dt.date, ScoreStats, float]] = []
         reports: list[dict[str, str]] = []
         lake = warehouse.lake()
-        with warehouse.connect() as con, permanent_errors():
+        with warehouse.connect(tables=[spec.features_table]) as con, permanent_errors():
             for day in days:  # each partition in its own commits
                 part_watch = Stopwatch()
                 stats = replace_predictions_partition(
@@ -276,14 +276,15 @@ def build_scored_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
                     batch_memory_mb=compute.batch_memory_mb,
                     device=str(device),
                     partition_type=spec.partition_type,
+                    refresh=False,  # nothing on this connection reads the tables back
                 )
                 done.append((day, stats, part_watch.seconds))
                 # each partition's own figures, drift table and score plot, read back from its commit
+                scores = lake.read_partition(spec.output_table, day, ["score"]).column("score")
                 reports.append(
                     score_report(
-                        con,
+                        scores.to_numpy(),
                         day=day,
-                        output_table=spec.output_table,
                         reference=info.manifest.get("reference", {}).get("score"),
                         thresholds=spec.score_drift,
                         output_range=info.output_range,
@@ -385,12 +386,13 @@ def build_summary_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
     )
     def _summary(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
         rows = []
-        with warehouse.connect() as con:
+        with warehouse.connect(tables=[spec.output_table, spec.dead_letter_table]) as con:
             for key in context.partition_keys:
                 rows.append(
                     replace_summary_partition(
                         con,
                         warehouse.lake(),
+                        refresh=False,  # nothing on this connection reads the summaries back
                         day=spec.partition_value(key),
                         predictions_table=spec.output_table,
                         high_risk_threshold=high_risk_threshold,

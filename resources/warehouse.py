@@ -10,14 +10,14 @@ bound as a ``dg.EnvVar`` by the builder, so it is read in the run process and ne
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import duckdb
 from dagster_deltalake import S3Config
 from dagster_deltalake.config import ClientConfig
 from dagster_duckdb import DuckDBResource
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from batch_assets.scoring.warehouse import connect_lake
 from batch_assets.storage.lake import Lake
@@ -56,8 +56,13 @@ class WarehouseResource(DuckDBResource):
         client = ClientConfig(allow_http=(self.endpoint_url or "").startswith("http://") or None).str_dict()
         return {**s3, **client}
 
+    # One Lake per resource instance (per run and process): it keeps the tables it opened up to date
+    _lake: Lake | None = PrivateAttr(default=None)
+
     def lake(self) -> Lake:
-        return Lake(self.lake_uri, self.storage_options())
+        if self._lake is None:
+            self._lake = Lake(self.lake_uri, self.storage_options())
+        return self._lake
 
     @contextmanager
     def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -71,12 +76,15 @@ class WarehouseResource(DuckDBResource):
             conn.close()
 
     @contextmanager
-    def connect(self, as_of: int | dt.datetime | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A connection with every lake table registered (as of ``as_of``, a version or a time, if given)."""
+    def connect(
+        self, as_of: int | dt.datetime | None = None, tables: Sequence[str] | None = None
+    ) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection with every lake table registered, or only ``tables`` (as of ``as_of``, a version or a
+        time, if given)."""
         with self.get_connection() as con:
             if self.threads:
                 con.execute("SET threads = $n", {"n": self.threads})
             if self.memory_limit:
                 con.execute("SET memory_limit = $m", {"m": self.memory_limit})
-            connect_lake(con, self.lake(), as_of)
+            connect_lake(con, self.lake(), as_of, tables)
             yield con

@@ -210,3 +210,27 @@ def test_commit_metadata_is_in_the_log(lake):
     ]
     info = [e["commitInfo"] for e in entries if "commitInfo" in e][-1]
     assert info["run_id"] == "r1" and info["partition"] == "2026-10-01"
+
+
+def test_an_open_table_follows_other_writers_and_writes_from_their_latest_commit(lake):
+    """A Lake keeps the tables it opened and reads only the commits since: another writer's commits show
+    on the same object, and a write through it starts from the latest commit (nothing of theirs is lost)."""
+
+    def data(day, writer):
+        return pa.table(
+            {"entity_id": [1, 2], "partition_date": [day, day], "writer": [writer] * 2}, schema=SCHEMA
+        )
+
+    other = Lake(lake.root)
+    lake.replace_partition(TABLE, SCHEMA, DAYS[0], data(DAYS[0], "mine"))
+    held = lake.table(TABLE)
+    version = other.replace_partition(TABLE, SCHEMA, DAYS[1], data(DAYS[1], "theirs"))
+    assert lake.table(TABLE) is held and held.version() == version
+    assert lake.replace_partition(TABLE, SCHEMA, DAYS[2], data(DAYS[2], "mine")) == version + 1
+    assert [(r[0], r[1], r[3]) for r in rows(other)] == [
+        (DAYS[0], 2, "mine"),
+        (DAYS[1], 2, "theirs"),
+        (DAYS[2], 2, "mine"),
+    ]
+    # a fixed version is its own object: the shared one is never moved back
+    assert lake.table(TABLE, as_of=version).version() == version and held.version() == version + 1

@@ -1,10 +1,9 @@
-"""The drift table and score plot attached to a scored partition's materialization (pure, DuckDB only)."""
+"""The drift table and score plot attached to a scored partition's materialization (pure)."""
 
 import base64
 import datetime as dt
 import re
 
-import duckdb
 import numpy as np
 
 from batch_assets.scoring.drift import DriftThresholds, reference_stats
@@ -14,25 +13,12 @@ from batch_assets.scoring.report import score_report
 DAY = dt.date(2026, 10, 25)
 
 
-def scores_table(values: np.ndarray) -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect()
-    con.execute("CREATE SCHEMA predictions")
-    con.execute("CREATE TABLE predictions.risk_scores (partition_date DATE, score REAL)")
-    if len(values):
-        con.executemany(
-            "INSERT INTO predictions.risk_scores VALUES (?, ?)", [(DAY, float(v)) for v in values]
-        )
-    return con
-
-
 def test_report_shows_readable_drift_numbers_and_an_inline_plot():
     rng = np.random.default_rng(0)
     reference = reference_stats(rng.beta(2, 6, 5000))
-    con = scores_table(rng.beta(4, 3, 2000))  # shifted well to the right
     report = score_report(
-        con,
+        rng.beta(4, 3, 2000).astype(np.float32),  # shifted well to the right
         day=DAY,
-        output_table="predictions.risk_scores",
         reference=reference,
         thresholds=DriftThresholds(),
     )
@@ -48,9 +34,6 @@ def test_report_shows_readable_drift_numbers_and_an_inline_plot():
 
 
 def test_report_without_reference_or_rows_still_renders():
-    con = scores_table(np.array([]))
-    report = score_report(
-        con, day=DAY, output_table="predictions.risk_scores", reference=None, thresholds=DriftThresholds()
-    )
+    report = score_report(np.array([], np.float32), day=DAY, reference=None, thresholds=DriftThresholds())
     assert "| verdict | **no_reference** |" in report["score_drift"]
     assert "data:image/png;base64," in report["score_distribution"]

@@ -10,11 +10,9 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-import duckdb
 import numpy as np
 
 from batch_assets.scoring.drift import DriftThresholds, assess, bin_fractions
-from batch_assets.scoring.names import quote_table
 from batch_assets.scoring.plots import bin_shares_png, markdown_image
 
 
@@ -25,17 +23,16 @@ def _fmt(value: Any) -> str:
 
 
 def score_report(
-    con: duckdb.DuckDBPyConnection,
+    scores: np.ndarray,
     *,
     day: dt.date,
-    output_table: str,
     reference: Mapping[str, Any] | None,
     thresholds: DriftThresholds,
     output_range: tuple[float, float] = (0.0, 1.0),
 ) -> dict[str, str]:
-    """Markdown ``score_drift`` (partition against reference) and ``score_distribution`` (a PNG)."""
-    sql = f"SELECT score FROM {quote_table(output_table)} WHERE partition_date = $day"  # noqa: S608
-    scores = np.asarray(con.execute(sql, {"day": day}).fetchnumpy()["score"], dtype=np.float64)
+    """Markdown ``score_drift`` (partition ``day``'s ``scores`` against the reference) and
+    ``score_distribution`` (a PNG)."""
+    scores = np.asarray(scores, dtype=np.float64)
     finite = scores[np.isfinite(scores)]
     ref = dict(reference or {})
     quantiles = ref.get("quantiles") or []

@@ -171,9 +171,21 @@ CONTRACT_TABLES: dict[str, pa.Schema] = {
 }
 
 
-def connect_lake(con: duckdb.DuckDBPyConnection, lake: Lake, as_of: int | dt.datetime | None = None) -> None:
-    """Register every lake table on ``con`` (the demo's contract tables too, empty before their first write)."""
-    lake.register(con, schemas=CONTRACT_TABLES, as_of=as_of)
+def connect_lake(
+    con: duckdb.DuckDBPyConnection,
+    lake: Lake,
+    as_of: int | dt.datetime | None = None,
+    tables: Sequence[str] | None = None,
+) -> None:
+    """Register every lake table on ``con`` (the demo's contract tables too, empty before their first write),
+    or only ``tables`` (those of them that exist or are contract tables): a step that reads two tables need
+    not build a view of every other one (a view costs one file entry per partition)."""
+    if tables is None:
+        lake.register(con, schemas=CONTRACT_TABLES, as_of=as_of)
+        return
+    wanted = [t for t in dict.fromkeys(tables) if t in CONTRACT_TABLES or lake.exists(t)]
+    schemas = {t: CONTRACT_TABLES[t] for t in wanted if t in CONTRACT_TABLES}
+    lake.register(con, [t for t in wanted if t not in schemas], schemas=schemas, as_of=as_of)
 
 
 # -- raw ---------------------------------------------------------------------------------------------
@@ -373,6 +385,7 @@ def replace_predictions_partition(
     forward_rows: int | None = None,
     device: str = "cpu",
     partition_type: str = "DATE",
+    refresh: bool = True,
 ) -> ScoreStats:
     """Score features ``day`` and replace that partition of ``output_table`` and of its dead letters.
 
@@ -383,7 +396,10 @@ def replace_predictions_partition(
     ``batch_rows`` or else sized from ``batch_memory_mb``) through the scorer straight into the predictions
     commit. Dead letters are spooled to a local Parquet file meanwhile and committed second, with the
     write's full provenance (the input checksum is known only once every row is read). Keys that occur
-    more than once are found first with one aggregate over the key column.
+    more than once are found first with one aggregate over the key column. With ``refresh`` (the default),
+    both tables are registered on ``con`` again afterwards, so later SQL on it sees the new partition; a
+    loop over many partitions whose connection reads nothing back passes False (a whole-table view costs
+    one file entry per partition to build).
     """
     check_identifier(key)
     for col in feature_columns:
@@ -484,7 +500,8 @@ def replace_predictions_partition(
                 "dead_letters": stats.dead_letters,
             },
         )
-    lake.register(con, [output_table, dead_letter_table])
+    if refresh:
+        lake.register(con, [output_table, dead_letter_table])
     return stats
 
 
@@ -500,8 +517,10 @@ def replace_summary_partition(
     summary_table: str = SUMMARY_TABLE,
     dead_letter_table: str = DEAD_LETTERS_TABLE,
     partition_type: str = "DATE",
+    refresh: bool = True,
 ) -> dict[str, object]:
-    """Replace the daily summary of the scored partition ``day``; returns the summary row."""
+    """Replace the daily summary of the scored partition ``day``; returns the summary row. ``refresh``:
+    as for :func:`replace_predictions_partition`."""
     src, dead = quote_table(predictions_table), quote_table(dead_letter_table)
     params = {"day": day, "threshold": high_risk_threshold, "run_id": run_id, "at": computed_at}
     row = con.sql(
@@ -521,5 +540,6 @@ def replace_summary_partition(
             f"no scored rows in {predictions_table} for {day}: materialize its predictions first"
         )
     lake.replace_partition(summary_table, summary_schema(partition_type), day, row, {"run_id": run_id})
-    lake.register(con, [summary_table])
+    if refresh:
+        lake.register(con, [summary_table])
     return row.to_pylist()[0]
