@@ -23,7 +23,7 @@ from typing import Any
 import dagster as dg
 
 from batch_assets.errors import RETRY_POLICY
-from batch_assets.history import latest_materialization
+from batch_assets.history import latest_materializations
 from batch_assets.observability import push_check_metrics
 from batch_assets.predictions import MODEL_VERSION_TAG, ScoredDatasetSpec
 from batch_assets.scoring import partition_checks as pc
@@ -73,6 +73,26 @@ def not_judged(note: str, verdict: str = "not_judged") -> Verdict:
     return Verdict(True, dg.AssetCheckSeverity.WARN, note, {"verdict": verdict})
 
 
+class StepLookups:
+    """What every partition of a check step looks up, read once for the step: the latest materialization
+    of each partition of an asset (one query for the whole run), and model manifests (immutable)."""
+
+    def __init__(self, instance: dg.DagsterInstance, registry: ModelRegistryResource, keys: Sequence[str]):
+        self.instance, self.registry, self.keys = instance, registry, list(keys)
+        self._latest: dict[dg.AssetKey, dict[str, dg.EventLogRecord]] = {}
+        self._models: dict[tuple[str, str], ModelVersion] = {}
+
+    def latest(self, asset_key: dg.AssetKey, partition: str) -> dg.EventLogRecord | None:
+        if asset_key not in self._latest:
+            self._latest[asset_key] = latest_materializations(self.instance, asset_key, self.keys)
+        return self._latest[asset_key].get(partition)
+
+    def model(self, name: str, version: str) -> ModelVersion:
+        if (name, version) not in self._models:
+            self._models[name, version] = self.registry.get_registry().get(name, version)
+        return self._models[name, version]
+
+
 class Partition:
     """What the judges of one partition share: its day, the materialization that wrote it, the model
     version that scored it, and (for the prediction checks) tables to read instead of the lake's."""
@@ -82,13 +102,12 @@ class Partition:
         spec: ScoredDatasetSpec,
         key: str,
         con: Any,
-        instance: dg.DagsterInstance,
-        registry: ModelRegistryResource,
+        lookups: StepLookups,
         tables: dict[str, str],
     ):
-        self.spec, self.key, self.con, self.instance = spec, key, con, instance
+        self.spec, self.key, self.con, self.lookups = spec, key, con, lookups
         self.day = spec.partition_value(key)
-        self.registry = registry
+        self.registry = lookups.registry
         self.features_table = tables.get("features", spec.features_table)
         self.output_table = tables.get("output", spec.output_table)
         self.dead_letter_table = tables.get("dead_letters", spec.dead_letter_table)
@@ -96,7 +115,7 @@ class Partition:
     @cached_property
     def scored(self) -> dict[str, Any] | None:
         """Model version, sha256 and run id of the partition's latest materialization (None: never)."""
-        record = latest_materialization(self.instance, self.spec.asset_key, self.key)
+        record = self.lookups.latest(self.spec.asset_key, self.key)
         if record is None:
             return None
         md = record.asset_materialization.metadata
@@ -108,12 +127,12 @@ class Partition:
         return value
 
     def model(self, version: str) -> ModelVersion:
-        return self.registry.get_registry().get(self.spec.model_name, version)
+        return self.lookups.model(self.spec.model_name, version)
 
     @cached_property
     def incomplete_window(self) -> str | None:
         """Why drift cannot be judged: the features were built on less history than their full window."""
-        record = latest_materialization(self.instance, self.spec.features_asset, self.key)
+        record = self.lookups.latest(self.spec.features_asset, self.key)
         if record is None:
             return None
         md = record.asset_materialization.metadata
@@ -377,11 +396,15 @@ def build_multi_check(
         selected = [by_name[k.name] for k in context.selected_asset_check_keys if k.name in by_name]
         selected.sort(key=lambda c: list(by_name).index(c.name))
         verdicts: dict[str, dict[str, Verdict]] = {c.name: {} for c in selected}
-        with warehouse.connect() as con:
+        lookups = StepLookups(context.instance, model_registry, context.partition_keys)
+        reads = [spec.features_table]
+        if asset == PREDICTIONS:
+            reads += [spec.output_table, spec.dead_letter_table]
+        with warehouse.connect(tables=reads) as con:
             for key in context.partition_keys:
                 day = spec.partition_value(key)
                 tables = snapshot_partition(con, spec, day) if asset == PREDICTIONS else {}
-                part = Partition(spec, key, con, context.instance, model_registry, tables)
+                part = Partition(spec, key, con, lookups, tables)
                 for check in selected:
                     verdicts[check.name][key] = check.judge(part)
         for check in selected:

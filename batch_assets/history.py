@@ -3,13 +3,27 @@
 import dagster as dg
 
 
-def latest_materialization(
-    instance: dg.DagsterInstance, key: dg.AssetKey, partition: str
-) -> dg.EventLogRecord | None:
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
-    ).records
-    return records[0] if records else None
+def latest_materializations(
+    instance: dg.DagsterInstance, key: dg.AssetKey, partitions: list[str]
+) -> dict[str, dg.EventLogRecord]:
+    """The latest materialization of each of ``partitions`` that has one, read newest first in pages
+    (one query for a chunk whose partitions were just written, instead of one query per partition)."""
+    wanted, out = set(partitions), {}
+    cursor = None
+    while wanted - out.keys():
+        result = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, asset_partitions=list(wanted - out.keys())),
+            limit=max(len(wanted), 100),
+            cursor=cursor,
+        )
+        for record in result.records:
+            partition = record.asset_materialization.partition if record.asset_materialization else None
+            if partition in wanted and partition not in out:
+                out[partition] = record
+        if not result.has_more:
+            break
+        cursor = result.cursor
+    return out
 
 
 def scored_versions(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict[str, str]:

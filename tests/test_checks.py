@@ -379,3 +379,22 @@ def test_a_failing_partition_in_a_chunk_blocks_the_chunk_summary(defs, instance,
             latest[h.partition] = h.status.value
     assert latest == {days[0]: "SUCCEEDED", days[1]: "FAILED"}
     assert not result.success
+
+
+def test_latest_materializations_reads_each_partitions_newest_in_one_pass():
+    from batch_assets.history import latest_materializations
+
+    key = dg.AssetKey(["predictions", "t"])
+    with dg.instance_for_test() as instance:
+        for version in ("1", "2"):
+            for day in ("2026-10-01", "2026-10-02", "2026-10-03"):
+                if version == "2" and day == "2026-10-02":
+                    continue  # 2026-10-02 stays on version 1
+                instance.report_runless_asset_event(
+                    dg.AssetMaterialization(key, partition=day, metadata={"model_version": version})
+                )
+        got = latest_materializations(instance, key, ["2026-10-01", "2026-10-02", "2026-10-04"])
+    assert {p: r.asset_materialization.metadata["model_version"].value for p, r in got.items()} == {
+        "2026-10-01": "2",
+        "2026-10-02": "1",
+    }  # a partition never materialized is absent
