@@ -142,8 +142,10 @@ def build_file_features_asset(dataset: ScoredDataset) -> dg.AssetsDefinition:
     return _features
 
 
-def build_dataset(dataset: ScoredDataset, *, window: int | None, max_per_tick: int) -> dict[str, list[Any]]:
-    """Assets, checks, jobs and the rollout sensor of one scored dataset."""
+def build_dataset(
+    dataset: ScoredDataset, *, window: int | None, max_per_tick: int, rollout_interval_s: int = 30
+) -> dict[str, list[Any]]:
+    """Assets, checks, jobs and the rollout sensor (ticking every ``rollout_interval_s``) of one dataset."""
     spec = dataset.spec
     if dataset.file.features.files:
         features: Any = build_file_features_asset(dataset)
@@ -176,5 +178,9 @@ def build_dataset(dataset: ScoredDataset, *, window: int | None, max_per_tick: i
         "assets": [features, model, scored, summary],
         "asset_checks": build_checks(spec),
         "jobs": [pipeline, score],
-        "sensors": [build_rollout_sensor(spec, window=window, max_per_tick=max_per_tick)],
+        "sensors": [
+            build_rollout_sensor(
+                spec, window=window, max_per_tick=max_per_tick, minimum_interval_seconds=rollout_interval_s
+            )
+        ],
     }

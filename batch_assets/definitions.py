@@ -69,7 +69,10 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     extra: dict[str, list] = {"assets": [], "asset_checks": [], "jobs": [], "sensors": []}
     for dataset in load_datasets(list(settings.spec_locations)):
         built = build_dataset(
-            dataset, window=settings.rollout_window, max_per_tick=settings.rollout_max_per_tick
+            dataset,
+            window=settings.rollout_window,
+            max_per_tick=settings.rollout_max_per_tick,
+            rollout_interval_s=settings.rollout_interval_s,
         )
         for kind, defs_of_kind in built.items():
             extra[kind] += defs_of_kind

@@ -1,6 +1,7 @@
 """Spec files: the demo is one, and every spec error fails at load with a message naming the field."""
 
 import copy
+import dataclasses
 from pathlib import Path
 
 import dagster as dg
@@ -124,3 +125,13 @@ def test_without_files_the_features_asset_is_external_and_still_checked(tmp_path
         "predictions__failure_scores",
         "predictions__failure_summary",
     } <= nodes
+
+
+def test_every_rollout_sensor_ticks_at_the_configured_interval(tmp_path):
+    """BATCH_ASSETS_ROLLOUT_INTERVAL_S applies to a spec file's rollout sensor as to the demo's."""
+    settings = dataclasses.replace(
+        Settings(home=tmp_path / "home", spec_locations=(EXAMPLE,)), rollout_interval_s=7
+    )
+    defs = build_definitions(settings)
+    sensors = [s for s in defs.sensors if s.name.endswith("_rollout")]
+    assert len(sensors) == 2 and {s.minimum_interval_seconds for s in sensors} == {7}
