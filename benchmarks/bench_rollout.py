@@ -1,13 +1,15 @@
 """A promotion's rollout end to end, through the Dagster daemon: how long re-scoring history takes.
 
-    python benchmarks/bench_rollout.py [--days 60] [--rows 10000] [--rounds 2] [--interval 30] [--chunk 10]
+    python benchmarks/bench_rollout.py [--days 60] [--rows 10000] [--rounds 2] [--interval 30] [--chunk N]
+                                       [--runs N]
 
 The benchmark is a scored dataset of its own, ``rollout_bench`` (a spec file loaded through
 ``BATCH_ASSETS_SPECS``, so the demo is untouched): its daily partitions start ``--days`` days before today,
 so ``--days 365`` is a year of closed days. Its features table, ``bench.customer_daily``, holds the demo's
 15 feature columns, ``--rows`` rows a day, written straight into the lake; version 1 of ``bench_model``
-scores every day in process as setup. ``dagster-daemon run`` serves the embedded default (workspace.yaml,
-its dagster.yaml: 4 runs and 4 scoring slots at once) with the rollout sensors ticking every
+scores every day in process as setup. ``dagster dev`` (``--server dev``, as ``make dev`` runs it; or
+``dagster-daemon run`` alone, ``--server daemon``) serves the embedded default (workspace.yaml,
+its dagster.yaml: 4 runs and 4 scoring slots at once, or ``--runs`` of each) with the rollout sensors ticking every
 ``--interval`` seconds. Each round registers and promotes a new version and waits until every partition is
 scored by it, the rollout's backfills are finished and the last check is stored. Between rounds, and
 before the first, the scorer and the Delta write alone are timed in process on one partition
@@ -15,7 +17,9 @@ before the first, the scorer and the Delta write alone are timed in process on o
 at that moment.
 
 Reported per round and as median and spread (max - min) / median over rounds: wall time from the
-promotion to the last check, runs launched, model loads, effective rows/s, the ratio to scorer+write rows/s;
+promotion to the last check stored (and to the backfill daemon marking the rollout's backfills done, up to
+its 30 s loop later), the latency from the promotion to the canary's launch and from the canary's end to
+the first chunk's launch, runs launched, model loads, effective rows/s, the ratio to scorer+write rows/s;
 and the per-run overhead read from the runs' event logs: launch (RUN_STARTING) to the run process starting
 (RUN_START: imports, code location load), and each step's duration (scoring, the check steps, the summary).
 """
@@ -31,12 +35,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
 import duckdb
 import numpy as np
 import pyarrow as pa
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -52,9 +59,10 @@ from batch_assets.scoring.warehouse import (  # noqa: E402
     connect_lake,
     replace_predictions_partition,
 )
-from batch_assets.sensors import ROLLOUT_ID_TAG  # noqa: E402
+from batch_assets.sensors import ROLLOUT_ID_TAG, ROLLOUT_ROLE_TAG  # noqa: E402
 from batch_assets.settings import Settings  # noqa: E402
 from batch_assets.storage.lake import Lake  # noqa: E402
+from tests.servers import dagster_dev  # noqa: E402
 
 NAME = "rollout_bench"
 MODEL = "bench_model"
@@ -156,6 +164,40 @@ def run_overheads(instance: dg.DagsterInstance, run_ids: list[str]) -> dict[str,
     return out
 
 
+def timeline(instance: dg.DagsterInstance, runs: list, t0: float) -> dict[str, float | None]:
+    """When, after the promotion at ``t0``: the canary was launched, the first chunk run was launched after
+    the canary ended (the sensor tick plus the backfill daemon's loop), and the last check was stored."""
+    canary = [r for r in runs if r.tags.get(ROLLOUT_ROLE_TAG) == "canary"]
+    chunks = [r for r in runs if r.tags.get(ROLLOUT_ROLE_TAG) != "canary"]
+
+    def first(run, kind):
+        for entry in instance.all_logs(run.run_id, of_type=kind):
+            return entry.timestamp
+        return None
+
+    checks = [
+        e.timestamp
+        for r in runs
+        for e in instance.all_logs(r.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+    ]
+    out: dict[str, float | None] = {"last_check_s": max(checks) - t0 if checks else None}
+    canary_start = first(canary[0], dg.DagsterEventType.RUN_STARTING) if canary else None
+    canary_end = first(canary[0], dg.DagsterEventType.RUN_SUCCESS) if canary else None
+    chunk_starts = [t for t in (first(r, dg.DagsterEventType.RUN_STARTING) for r in chunks) if t]
+    out["promotion_to_canary_s"] = canary_start - t0 if canary_start else None
+    if canary:  # the sensor's part (the run is created on its tick) and the run queue's (to its launch)
+        created = instance.get_run_records(dg.RunsFilter(run_ids=[canary[0].run_id]))[0].create_timestamp
+        out["promotion_to_canary_created_s"] = created.timestamp() - t0
+    chunk_created = [
+        r.create_timestamp.timestamp()
+        for r in instance.get_run_records(dg.RunsFilter(run_ids=[r.run_id for r in chunks]))
+    ]
+    if chunk_created and canary_end:
+        out["canary_to_first_chunk_created_s"] = min(chunk_created) - canary_end
+    out["canary_to_first_chunk_s"] = min(chunk_starts) - canary_end if chunk_starts and canary_end else None
+    return out
+
+
 def wait_for_rollout(instance, version: str, rid: str, days: list[str], timeout: float) -> float:
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -168,6 +210,31 @@ def wait_for_rollout(instance, version: str, rid: str, days: list[str], timeout:
                     return time.time()
         time.sleep(1)
     raise TimeoutError(f"rollout {rid} did not finish within {timeout:.0f} s")
+
+
+@contextmanager
+def serve(server: str, home: Path, dagster_home: Path, env: dict[str, str]) -> Iterator[None]:
+    """``dagster dev`` as ``make dev`` runs it (webserver and daemon sharing one code server), or
+    ``dagster-daemon run`` alone (which starts a fresh code server every minute: about 10 s of CPU each)."""
+    if server == "dev":
+        with dagster_dev(home, dagster_home, env=env):
+            yield
+        return
+    with (home / "daemon.log").open("w") as log:
+        daemon = subprocess.Popen(
+            [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", "workspace.yaml"],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            time.sleep(10)  # the daemon loads the code location; its sensor's first tick finds nothing to do
+            yield
+        finally:
+            os.killpg(daemon.pid, 15)
+            daemon.wait(timeout=60)
 
 
 def spread(values: list[float]) -> float:
@@ -184,6 +251,12 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "rollout.jsonl")
     ap.add_argument("--chunk", type=int, default=None, help="backfill_chunk of the spec (default: its own)")
+    ap.add_argument(
+        "--server", choices=("dev", "daemon"), default="dev", help="dagster dev, or dagster-daemon alone"
+    )
+    ap.add_argument(
+        "--runs", type=int, default=None, help="concurrent runs and scoring slots (default: dagster.yaml's)"
+    )
     args = ap.parse_args()
     first = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=args.days + 1)
 
@@ -199,6 +272,12 @@ def main() -> None:
         os.environ["BATCH_ASSETS_SPECS"] = str(spec_file)
         settings = Settings(home=tmp / "home", spec_locations=(spec_file,)).ensure()
         dagster_home = prepare_dagster_home(settings)
+        if args.runs:
+            conf_path = dagster_home / "dagster.yaml"
+            conf = yaml.safe_load(conf_path.read_text())
+            conf["concurrency"]["runs"]["max_concurrent_runs"] = args.runs
+            conf["concurrency"]["pools"]["default_limit"] = args.runs
+            conf_path.write_text(yaml.safe_dump(conf))
         lake = Lake(settings.lake_location)
         days = [first + dt.timedelta(days=i) for i in range(args.days)]
         # the demo's 15 feature columns, --rows a day, written straight into the lake
@@ -229,19 +308,9 @@ def main() -> None:
                 )
                 assert result.success, f"setup run over {part[0]}..{part[-1]} failed"
 
-        env = {**os.environ, "BATCH_ASSETS_ROLLOUT_INTERVAL_S": str(args.interval)}
-        log = (tmp / "daemon.log").open("w")
-        daemon = subprocess.Popen(
-            [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", "workspace.yaml"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        env = {"BATCH_ASSETS_ROLLOUT_INTERVAL_S": str(args.interval)}
         rounds = []
-        try:
-            time.sleep(10)  # the daemon loads the code location; its sensor's first tick finds nothing to do
+        with serve(args.server, settings.home, dagster_home, env):
             limits = [scorer_write_rate(settings, registry, days[0])]
             with dg.DagsterInstance.get() as instance:
                 for r in range(args.rounds):
@@ -255,6 +324,8 @@ def main() -> None:
                     runs = instance.get_runs(filters=dg.RunsFilter(tags={ROLLOUT_ID_TAG: rid}))
                     run_ids = [run.run_id for run in runs]
                     over = run_overheads(instance, run_ids)
+                    when = timeline(instance, list(runs), t0)
+                    wall = when.pop("last_check_s") or t1 - t0
                     rows = args.days * args.rows
                     limits.append(scorer_write_rate(settings, registry, days[0]))
                     limit = statistics.median(limits[-2:])
@@ -262,32 +333,49 @@ def main() -> None:
                         {
                             "round": r + 1,
                             "version": version,
-                            "wall_s": t1 - t0,
+                            "wall_s": wall,
+                            "backfills_marked_done_s": t1 - t0,
                             "runs": len(runs),
                             "model_loads": len(over["scoring"]),
-                            "rows_per_s": rows / (t1 - t0),
+                            "rows_per_s": rows / wall,
                             "scorer_write_rows_per_s": limit,
-                            "ratio": rows / (t1 - t0) / limit,
+                            "ratio": rows / wall / limit,
+                            **when,
                             **{f"{k}_s_median": statistics.median(v) if v else None for k, v in over.items()},
                         }
                     )
                     print(json.dumps(rounds[-1]), flush=True)
-        finally:
-            os.killpg(daemon.pid, 15)
-            daemon.wait(timeout=60)
-            log.close()
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("w") as f:
         for r in rounds:
-            f.write(json.dumps({**r, "days": args.days, "rows": args.rows}) + "\n")
+            f.write(
+                json.dumps(
+                    {**r, "days": args.days, "rows": args.rows, "chunk": args.chunk, "runs": args.runs}
+                )
+                + "\n"
+            )
     print(
-        f"\nrollout of {args.days} days x {args.rows:,} rows through dagster-daemon, {args.rounds} rounds\n"
+        f"\nrollout of {args.days} days x {args.rows:,} rows through {args.server}, chunk {args.chunk or 'default'}, runs {args.runs or 'default'}, {args.rounds} rounds\n"
     )
     print("| figure | median | spread |")
     print("|---|---:|---:|")
-    for name in ("wall_s", "runs", "model_loads", "rows_per_s", "scorer_write_rows_per_s", "ratio"):
-        values = [float(r[name]) for r in rounds]
+    for name in (
+        "wall_s",
+        "backfills_marked_done_s",
+        "promotion_to_canary_s",
+        "canary_to_first_chunk_s",
+        "promotion_to_canary_created_s",
+        "canary_to_first_chunk_created_s",
+        "runs",
+        "model_loads",
+        "rows_per_s",
+        "scorer_write_rows_per_s",
+        "ratio",
+    ):
+        values = [float(r[name]) for r in rounds if r.get(name) is not None]
+        if not values:
+            continue
         print(f"| {name} | {statistics.median(values):.4g} | {spread(values):.0%} |")
     for name in ("process_start", "scoring", "checks", "summary"):
         values = [r[f"{name}_s_median"] for r in rounds if r[f"{name}_s_median"] is not None]
