@@ -10,9 +10,9 @@ def latest_materializations(
     (one query for a chunk whose partitions were just written, instead of one query per partition)."""
     wanted, out = set(partitions), {}
     cursor = None
-    while wanted - out.keys():
+    while missing := wanted - out.keys():
         result = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=key, asset_partitions=list(wanted - out.keys())),
+            dg.AssetRecordsFilter(asset_key=key, asset_partitions=list(missing)),
             limit=max(len(wanted), 100),
             cursor=cursor,
         )

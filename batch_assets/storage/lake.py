@@ -133,11 +133,10 @@ class Lake:
                 t = self._open[uri] = self._load(table)
                 return t
         t = self._load(table)
-        if as_of is not None:
-            try:
-                t.load_as_version(as_of)
-            except (DeltaError, ValueError, OSError) as exc:
-                raise LakeError(f"{table} has no version as of {as_of}: {exc}") from exc
+        try:
+            t.load_as_version(as_of)
+        except (DeltaError, ValueError, OSError) as exc:
+            raise LakeError(f"{table} has no version as of {as_of}: {exc}") from exc
         return t
 
     def _load(self, table: str) -> DeltaTable:
@@ -245,8 +244,7 @@ class Lake:
                 mode="overwrite",
                 partition_by=[partition_by],
                 predicate=f"{partition_by} = '{literal}'",
-                storage_options=self._options(),
-                commit_properties=props,
+                commit_properties=props,  # the table object carries the storage options
             )
         except CommitFailedError as exc:
             raise CommitConflict(
