@@ -169,12 +169,21 @@ def graphql(port: int, query: str, variables: dict | None = None) -> dict:
 
 
 @contextmanager
-def dagster_dev(home: Path, dagster_home: Path, *, env: dict[str, str] | None = None) -> Iterator[int]:
+def dagster_dev(
+    home: Path,
+    dagster_home: Path,
+    *,
+    env: dict[str, str] | None = None,
+    backfill_interval_s: float | None = None,
+) -> Iterator[int]:
     """`dagster dev` (webserver and daemon) on 127.0.0.1 and a free port, in its own process group.
 
     It loads this repository through workspace.yaml, waits until the code location answers, and marks the
     instance's first-visit dialog as seen (``setNuxSeen``) so screenshots show the page. Yields the port;
     stops the whole process group on exit.
+
+    ``backfill_interval_s`` shortens the backfill daemon's fixed 30 s sleep between iterations (see
+    tests/daemon_interval/sitecustomize.py), so tests don't wait on it; benchmarks leave it unset.
     """
     port = free_port()
     full_env = {
@@ -183,6 +192,11 @@ def dagster_dev(home: Path, dagster_home: Path, *, env: dict[str, str] | None = 
         "DAGSTER_HOME": str(dagster_home),
         **(env or {}),
     }
+    if backfill_interval_s is not None:
+        full_env["BATCH_ASSETS_TEST_DAEMON_INTERVAL_S"] = str(backfill_interval_s)
+        full_env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(REPO / "tests" / "daemon_interval"), full_env.get("PYTHONPATH")) if p
+        )
     log_path = home / "dagster-dev.log"
     with open(log_path, "w") as log:
         proc = subprocess.Popen(

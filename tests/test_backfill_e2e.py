@@ -60,7 +60,7 @@ def server(tmp_path_factory):
     registry.promote("risk_model", registry.register("risk_model", artifact).version)
     (settings.dagster_home / "dagster.yaml").write_text((REPO / "deployments/local/dagster.yaml").read_text())
     env = {"BATCH_ASSETS_EXECUTOR": "multiprocess"}
-    with dagster_dev(settings.home, settings.dagster_home, env=env) as port:
+    with dagster_dev(settings.home, settings.dagster_home, env=env, backfill_interval_s=2) as port:
         yield port, settings
 
 

@@ -63,6 +63,7 @@ def server(tmp_path_factory):
                 settings.home,
                 settings.dagster_home,
                 env={"BATCH_ASSETS_PUSHGATEWAY_URL": gateway, "BATCH_ASSETS_ROLLOUT_INTERVAL_S": "5"},
+                backfill_interval_s=2,
             ) as port,
         ):
             yield Server(port, settings, gateway)
