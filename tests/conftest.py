@@ -5,7 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import dagster as dg
 import numpy as np
@@ -34,10 +38,13 @@ def settings(tmp_path: Path) -> Settings:
     return Settings(home=tmp_path / "home").ensure()
 
 
+SMALL_DEMO = DemoConfig(customers=400, days=14, start=dt.date(2026, 9, 1))
+
+
 @pytest.fixture
 def small_demo() -> DemoConfig:
     """Two weeks, 400 customers: big enough for every code path, fast enough for a unit test."""
-    return DemoConfig(customers=400, days=14, start=dt.date(2026, 9, 1))
+    return SMALL_DEMO
 
 
 @pytest.fixture
@@ -79,6 +86,50 @@ def registered_model(settings: Settings, tmp_path: Path) -> ModelRegistry:
 def instance():
     with dg.instance_for_test() as inst:
         yield inst
+
+
+class State(NamedTuple):
+    """A state folder and the Dagster instance that recorded the runs which wrote it."""
+
+    settings: Settings
+    instance: dg.DagsterInstance
+
+
+@contextmanager
+def open_state(template: Path, tmp_path: Path) -> Iterator[State]:
+    """A private copy of ``template`` (its ``home`` state folder and ``instance`` folder) under ``tmp_path``,
+    with that instance open. Tests that need the same runs done first copy them instead of redoing them."""
+    home = tmp_path / "home"
+    shutil.copytree(template / "home", home, dirs_exist_ok=True)
+    shutil.copytree(template / "instance", tmp_path / "instance")
+    with dg.instance_for_test(temp_dir=str(tmp_path / "instance")) as inst:
+        yield State(Settings(home=home).ensure(), inst)
+
+
+@pytest.fixture(scope="session")
+def ingested_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Once per test process: the small demo's landing files, ingested into the lake by real `ingest_daily`
+    runs (raw and features, every day), and the instance that recorded those runs. No model registered."""
+    from batch_assets.definitions import build_definitions
+    from batch_assets.local_runs import execute_for_partition
+
+    root = tmp_path_factory.mktemp("ingested")
+    settings = Settings(home=root / "home").ensure()
+    (root / "instance").mkdir()
+    write_landing(SMALL_DEMO, settings.landing)
+    job = build_definitions(settings).resolve_job_def("ingest_daily")
+    with dg.instance_for_test(temp_dir=str(root / "instance")) as inst:
+        for day in SMALL_DEMO.dates:
+            assert execute_for_partition(job, inst, day.isoformat()).success
+    return root
+
+
+@pytest.fixture
+def ingested(ingested_template: Path, tmp_path: Path) -> Iterator[State]:
+    """This test's own copy of :func:`ingested_template`: the small demo ingested, in ``settings`` (the same
+    folder as the ``settings`` fixture's) and the instance holding its runs."""
+    with open_state(ingested_template, tmp_path) as state:
+        yield state
 
 
 def pytest_configure(config: pytest.Config) -> None:

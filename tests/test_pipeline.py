@@ -16,6 +16,18 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 
 
 @pytest.fixture
+def landing(ingested):
+    """The small demo's landing files, already ingested (raw + features, every day) by real runs."""
+    return ingested.settings
+
+
+@pytest.fixture
+def instance(ingested):
+    """The instance that recorded those ingest runs."""
+    return ingested.instance
+
+
+@pytest.fixture
 def defs(landing, registered_model):
     return build_definitions(landing)
 
@@ -32,10 +44,9 @@ def failure_message(result) -> str:
 
 
 @pytest.fixture
-def scored(defs, instance, small_demo):
-    """raw + features for every day of the small demo, then predictions + summary for the last day."""
-    for day in small_demo.dates:
-        assert run(defs, instance, "ingest_daily", day.isoformat()).success
+def scored(defs, instance):
+    """raw + features for every day of the small demo (``landing``), then predictions + summary for the
+    last day."""
     result = run(defs, instance, "score_daily", LAST)
     assert result.success
     return result

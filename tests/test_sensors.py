@@ -15,22 +15,54 @@ from batch_assets.definitions import build_definitions
 from batch_assets.local_runs import execute_for_partition
 from batch_assets.predictions import MODEL_SHA_TAG, MODEL_VERSION_TAG
 from batch_assets.scoring.model_format import save_artifact
+from batch_assets.scoring.registry import ModelRegistry
 from batch_assets.scoring.warehouse import FEATURE_COLUMNS
 from batch_assets.sensors import ROLLOUT_CHUNK_TAG, ROLLOUT_ID_TAG, ROLLOUT_ROLE_TAG
-from tests.conftest import lake_connection, make_model, write_artifact
+from tests.conftest import SMALL_DEMO, lake_connection, make_model, open_state, write_artifact
 
 PREDS = dg.AssetKey(["predictions", "risk_scores"])
 
 
+@pytest.fixture(scope="module")
+def world_template(ingested_template, tmp_path_factory):
+    """Once per module: the ingested small demo, its 14 days scored by version 1 (the champion)."""
+    root = tmp_path_factory.mktemp("world")
+    with open_state(ingested_template, root) as (settings, inst):
+        registry = ModelRegistry(settings.registry)
+        info = registry.register("risk_model", write_artifact(root / "artifact" / "model.safetensors"))
+        registry.promote("risk_model", info.version, "champion")
+        job = build_definitions(settings).resolve_job_def("score_daily")
+        for day in SMALL_DEMO.dates:
+            assert execute_for_partition(job, inst, day.isoformat()).success
+    return root
+
+
 @pytest.fixture
-def world(landing, registered_model, small_demo, instance):
-    """14 days ingested and scored by version 1 (the champion)."""
-    defs = build_definitions(landing)
-    days = [d.isoformat() for d in small_demo.dates]
-    for job in ("ingest_daily", "score_daily"):
-        for day in days:
-            assert execute_for_partition(defs.resolve_job_def(job), instance, day).success
-    return defs, days, landing, registered_model
+def world_state(world_template, tmp_path):
+    with open_state(world_template, tmp_path) as state:
+        yield state
+
+
+@pytest.fixture
+def instance(request):
+    """The world's instance for tests of the world, a fresh one otherwise."""
+    if "world" in request.fixturenames:
+        return request.getfixturevalue("world_state").instance
+    return request.getfixturevalue("fresh_instance")
+
+
+@pytest.fixture
+def fresh_instance():
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+@pytest.fixture
+def world(world_state):
+    """14 days ingested and scored by version 1 (the champion), in this test's own copy."""
+    settings = world_state.settings
+    days = [d.isoformat() for d in SMALL_DEMO.dates]
+    return build_definitions(settings), days, settings, ModelRegistry(settings.registry)
 
 
 def tick(defs, instance, cursor, started=None):
