@@ -3,18 +3,28 @@
 import shutil
 
 import dagster as dg
+import duckdb
 import numpy as np
 import pytest
 
 from batch_assets.definitions import build_definitions
+from batch_assets.features import window_start
 from batch_assets.local_runs import QUIET, execute_for_partition
 from batch_assets.predictions import risk_scores
 from batch_assets.scoring.demo_data import DemoConfig, write_landing
 from batch_assets.scoring.model_format import save_artifact
+from batch_assets.scoring.names import parse_partition_date
 from batch_assets.scoring.registry import ModelRegistry
 from batch_assets.scoring.training import export_model
-from batch_assets.scoring.warehouse import FEATURE_COLUMNS
+from batch_assets.scoring.warehouse import (
+    FEATURE_COLUMNS,
+    connect_lake,
+    read_landing_day,
+    replace_features_partition,
+    replace_raw_partition,
+)
 from batch_assets.settings import Settings
+from batch_assets.storage.lake import Lake
 from resources import build_resources
 from tests.conftest import lake_connection, lake_sql, make_model
 
@@ -30,13 +40,14 @@ def base_home(tmp_path_factory):
     settings = Settings(home=home).ensure()
     cfg = DemoConfig(customers=400, days=DAYS)
     write_landing(cfg, settings.landing)
-    defs = build_definitions(settings)
-    with dg.instance_for_test() as instance:
-        job = defs.resolve_job_def("ingest_daily")
+    # raw and features written as the ingest assets write them (each test gets a fresh instance anyway)
+    lake = Lake(str(settings.lake))
+    with duckdb.connect() as con:
+        connect_lake(con, lake)
         for day in cfg.dates:
-            assert job.execute_in_process(
-                instance=instance, partition_key=day.isoformat(), run_config=QUIET
-            ).success
+            replace_raw_partition(con, lake, day, read_landing_day(settings.landing, day))
+            start = parse_partition_date(window_start(day.isoformat()))
+            replace_features_partition(con, lake, day, start)
     with lake_connection(settings) as con:
         ref = con.execute(
             f"SELECT {', '.join(FEATURE_COLUMNS)} FROM features.customer_daily "
