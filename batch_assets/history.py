@@ -1,47 +1,43 @@
-"""What the Dagster instance remembers about scored partitions: their latest materializations."""
+"""What the Dagster instance remembers about scored partitions: their latest materializations.
+
+Both lookups cost one indexed query for the latest event id of each partition and then one read of
+those records, so they grow with the number of partitions, not with how often each was re-scored."""
 
 import dagster as dg
 
+_PAGE = 500  # records read per query by storage id
+
 
 def latest_materializations(
-    instance: dg.DagsterInstance, key: dg.AssetKey, partitions: list[str]
+    instance: dg.DagsterInstance, key: dg.AssetKey, partitions: list[str] | None = None
 ) -> dict[str, dg.EventLogRecord]:
-    """The latest materialization of each of ``partitions`` that has one, read newest first in pages
-    (one query for a chunk whose partitions were just written, instead of one query per partition)."""
-    wanted, out = set(partitions), {}
-    cursor = None
-    while missing := wanted - out.keys():
+    """The latest materialization record of each of ``partitions`` (all partitions when None) that has one."""
+    if partitions is not None and not partitions:
+        return {}
+    latest_ids = instance.get_latest_storage_id_by_partition(
+        key, dg.DagsterEventType.ASSET_MATERIALIZATION, set(partitions) if partitions else None
+    )
+    ids = sorted(latest_ids.values())
+    out: dict[str, dg.EventLogRecord] = {}
+    for start in range(0, len(ids), _PAGE):
+        page = ids[start : start + _PAGE]
         result = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=key, asset_partitions=list(missing)),
-            limit=max(len(wanted), 100),
-            cursor=cursor,
+            dg.AssetRecordsFilter(asset_key=key, storage_ids=page), limit=len(page)
         )
         for record in result.records:
             partition = record.asset_materialization.partition if record.asset_materialization else None
-            if partition in wanted and partition not in out:
+            if partition is not None:
                 out[partition] = record
-        if not result.has_more:
-            break
-        cursor = result.cursor
     return out
 
 
 def scored_versions(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict[str, str]:
-    """The model version of each partition's latest materialization (newest events read first)."""
+    """The model version of each partition's latest materialization ("?" where it names none)."""
     out: dict[str, str] = {}
-    cursor = None
-    while True:
-        result = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=key), limit=1000, cursor=cursor
-        )
-        for record in result.records:
-            mat = record.asset_materialization
-            if mat and mat.partition and mat.partition not in out:
-                version = mat.metadata.get("model_version")
-                out[mat.partition] = str(version.value) if version is not None else "?"
-        if not result.has_more:
-            return out
-        cursor = result.cursor
+    for partition, record in latest_materializations(instance, key).items():
+        version = record.asset_materialization.metadata.get("model_version")
+        out[partition] = str(version.value) if version is not None else "?"
+    return out
 
 
 def partitions_by_version(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict[str, list[str]]:

@@ -409,3 +409,22 @@ def test_latest_materializations_reads_each_partitions_newest_in_one_pass():
         "2026-10-01": "2",
         "2026-10-02": "1",
     }  # a partition never materialized is absent
+
+
+def test_scored_versions_reads_the_latest_of_every_partition_past_one_page():
+    from batch_assets import history
+
+    key = dg.AssetKey(["predictions", "t"])
+    days = [f"p{i:04d}" for i in range(history._PAGE + 20)]
+    with dg.instance_for_test() as instance:
+        for version in ("1", "2"):
+            for day in days if version == "1" else days[::2]:
+                instance.report_runless_asset_event(
+                    dg.AssetMaterialization(key, partition=day, metadata={"model_version": version})
+                )
+        instance.report_runless_asset_event(dg.AssetMaterialization(key, partition="bare"))
+        scored = history.scored_versions(instance, key)
+        by_version = history.partitions_by_version(instance, key)
+        assert history.latest_materializations(instance, key, []) == {}
+    assert scored == {d: "2" if i % 2 == 0 else "1" for i, d in enumerate(days)} | {"bare": "?"}
+    assert by_version["2"] == days[::2] and by_version["1"] == days[1::2] and by_version["?"] == ["bare"]
