@@ -74,7 +74,7 @@ class ScoredDatasetSpec:
     feature_drift_overrides: Mapping[str, DriftThresholds] = field(default_factory=dict)
     high_risk_threshold: float = 0.8
     batch_rows: int | None = None  # None: sized from the compute resource's batch memory budget
-    backfill_chunk: int = 10
+    backfill_chunk: int = 60  # partitions per backfill run; spec files set scoring.backfill_chunk
     description: str = ""
 
     def __post_init__(self) -> None:

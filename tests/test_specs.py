@@ -27,6 +27,7 @@ def test_the_demo_is_a_spec_file():
         model_name="risk_model",
         output_table="predictions.risk_scores",
         contract=CUSTOMER_DAILY_CONTRACT,
+        backfill_chunk=10,  # the demo's own, so its 60 days fan out as 6 runs; the default is 60
     )
     assert repr(RISK_SCORES.contract) == repr(CUSTOMER_DAILY_CONTRACT)  # limits keep their int/float type
 

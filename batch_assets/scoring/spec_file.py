@@ -190,7 +190,9 @@ class Checks(_Strict):
 class Scoring(_Strict):
     # rows per record batch; unset: sized from the compute resource's memory budget (BATCH_ASSETS_BATCH_MEMORY_MB)
     batch_rows: int | None = Field(default=None, ge=1)
-    backfill_chunk: int = Field(default=10, ge=1)
+    # partitions per backfill run (BackfillPolicy.multi_run): the model loads once per run, each run pays a
+    # process start; docs/performance.md weighs chunk size against run count
+    backfill_chunk: int = Field(default=60, ge=1)
 
 
 class SpecFile(_Strict):
