@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import datetime as dt
 import decimal
 import json
@@ -43,7 +44,7 @@ from batch_assets.scoring.model_format import ArtifactError
 from batch_assets.scoring.names import InvalidName, check_table, parse_partition_date
 from batch_assets.scoring.registry import ModelRegistry, ModelVersion, RegistryError
 from batch_assets.scoring.spec_file import SpecError
-from batch_assets.settings import Settings, s3_options_from_env
+from batch_assets.settings import Settings
 
 if TYPE_CHECKING:
     import duckdb
@@ -59,8 +60,15 @@ class CommandError(Exception):
 
 def _registry(args: argparse.Namespace) -> ModelRegistry:
     """``--registry`` or ``BATCH_ASSETS_REGISTRY_URI`` (a folder or s3:// URI; S3 settings from AWS_* and
-    BATCH_ASSETS_S3_ENDPOINT), else the embedded default's folder."""
-    return ModelRegistry(args.registry or Settings.from_env().registry_location, s3_options_from_env())
+    BATCH_ASSETS_S3_ENDPOINT), else the embedded default's folder: through the resource the runs use."""
+    from resources import shell_resources
+
+    settings = Settings.from_env()
+    if args.registry:
+        settings = dataclasses.replace(settings, registry_uri=args.registry)
+    if not settings.registry_location.startswith("s3://"):
+        Path(settings.registry_location).mkdir(parents=True, exist_ok=True)
+    return shell_resources(settings)["model_registry"].get_registry()
 
 
 def _parse_ref(ref: str) -> tuple[str, str | None, str | None]:
@@ -253,13 +261,13 @@ def cmd_specs_check(args: argparse.Namespace) -> int:
         print(
             f"  partitions: {dataset.file.partitioning.type} from {spec.partitions_def.get_first_partition_key()}"
         )
-        print(f"  assets:     {', '.join(a.key.to_user_string() for a in built['assets'])}")
+        print(f"  assets:     {', '.join(a.key.to_user_string() for a in built.assets or [])}")
         checks = sorted(
-            f"{k.asset_key.path[-1]}:{k.name}" for c in built["asset_checks"] for k in c.check_keys
+            f"{k.asset_key.path[-1]}:{k.name}" for c in built.asset_checks or [] for k in c.check_keys
         )
         print(f"  checks:     {', '.join(checks)}")
-        print(f"  jobs:       {', '.join(j.name for j in built['jobs'])}")
-        print(f"  sensor:     {built['sensors'][0].name}")
+        print(f"  jobs:       {', '.join(j.name for j in built.jobs or [])}")
+        print(f"  sensor:     {next(iter(built.sensors or [])).name}")
     return 0
 
 

@@ -7,7 +7,9 @@ predictions -> summary; ``score_<name>``: feature checks, predictions and summar
 sensor. Spec files come from ``BATCH_ASSETS_SPECS`` (files or folders, separated by ``:``).
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,6 @@ from batch_assets.checks import build_checks
 from batch_assets.errors import permanent_errors
 from batch_assets.observability import Stopwatch
 from batch_assets.predictions import (
-    RISK_SCORES,
     ScoredDatasetSpec,
     build_model_source,
     build_scored_asset,
@@ -50,14 +51,29 @@ class ScoredDataset:
         return f"score_{self.spec.name}"
 
 
+# The demo pipeline, daily card-transaction risk scoring, is a spec file like any other.
+DEMO_SPEC_FILE = Path(__file__).resolve().parent / "specs" / "risk_scores.yaml"
+
+
+@cache
+def demo_dataset() -> ScoredDataset:
+    """The demo's dataset, read from ``specs/risk_scores.yaml`` on first use (not at import)."""
+    return ScoredDataset(load_spec_file(DEMO_SPEC_FILE), DEMO_SPEC_FILE)
+
+
+def demo_spec() -> ScoredDatasetSpec:
+    return demo_dataset().spec
+
+
 def load_datasets(locations: list[Path]) -> list[ScoredDataset]:
     """Every spec file at ``locations``; names, tables and models must not clash with each other or the demo."""
     datasets = [ScoredDataset(load_spec_file(p), p) for p in spec_paths(locations)]
+    demo = demo_spec()
     seen: dict[tuple[str, str], str] = {
-        ("name", RISK_SCORES.name): "the demo",
-        ("output.table", RISK_SCORES.output_table): "the demo",
-        ("model.name", RISK_SCORES.model_name): "the demo",
-        ("features.asset", RISK_SCORES.features_asset.to_user_string()): "the demo",
+        ("name", demo.name): "the demo",
+        ("output.table", demo.output_table): "the demo",
+        ("model.name", demo.model_name): "the demo",
+        ("features.asset", demo.features_asset.to_user_string()): "the demo",
     }
     for ds in datasets:
         s = ds.spec
@@ -143,44 +159,59 @@ def build_file_features_asset(dataset: ScoredDataset) -> dg.AssetsDefinition:
 
 
 def build_dataset(
-    dataset: ScoredDataset, *, window: int | None, max_per_tick: int, rollout_interval_s: int = 30
-) -> dict[str, list[Any]]:
-    """Assets, checks, jobs and the rollout sensor (ticking every ``rollout_interval_s``) of one dataset."""
+    dataset: ScoredDataset,
+    *,
+    window: int | None,
+    max_per_tick: int,
+    rollout_interval_s: int = 30,
+    features: Sequence[dg.AssetsDefinition] | None = None,
+    pipeline_job: str | None = None,
+    score_job: str | None = None,
+) -> dg.Definitions:
+    """Assets, checks, jobs and the rollout sensor (ticking every ``rollout_interval_s``) of one dataset.
+
+    The features asset comes from the spec (its Parquet folders, or an external asset when another tool
+    writes the table) unless ``features`` gives the assets that compute it (the demo's raw and SQL
+    feature assets); ``pipeline_job`` and ``score_job`` rename the two jobs.
+    """
     spec = dataset.spec
-    if dataset.file.features.files:
-        features: Any = build_file_features_asset(dataset)
-    else:  # another tool writes the table: the asset is declared, not materialized here
-        features = dg.AssetSpec(
-            key=spec.features_asset,
-            group_name="features",
-            partitions_def=spec.partitions_def,
-            description=f"{spec.features_table}, written outside this code location (external asset).",
-        )
+    materialized_features: list[Any] = list(features or [])
+    if features is None and dataset.file.features.files:
+        materialized_features = [build_file_features_asset(dataset)]
+    declared: list[Any] = []
+    if not materialized_features:  # another tool writes the table: the asset is declared, not materialized
+        declared = [
+            dg.AssetSpec(
+                key=spec.features_asset,
+                group_name="features",
+                partitions_def=spec.partitions_def,
+                description=f"{spec.features_table}, written outside this code location (external asset).",
+            )
+        ]
     scored = build_scored_asset(spec)
     summary = build_summary_asset(spec)
     model = build_model_source(spec)
-    materializable = [scored, summary] + ([features] if dataset.file.features.files else [])
     pipeline = dg.define_asset_job(
-        dataset.pipeline_job_name,
-        selection=dg.AssetSelection.assets(*materializable)
+        pipeline_job or dataset.pipeline_job_name,
+        selection=dg.AssetSelection.assets(scored, summary, *materialized_features)
         | dg.AssetSelection.checks_for_assets(spec.features_asset),
         description=f"The whole chain of {spec.name} for one partition: features -> predictions -> summary, "
         "with every check.",
     )
     score = dg.define_asset_job(
-        dataset.score_job_name,
+        score_job or dataset.score_job_name,
         selection=dg.AssetSelection.assets(scored, summary)
         | dg.AssetSelection.checks_for_assets(spec.features_asset),
         description=f"Check one partition of {spec.features_asset.to_user_string()}, score it with "
         f"{spec.model_name}@{spec.model_alias}, check the scores and publish the summary.",
     )
-    return {
-        "assets": [features, model, scored, summary],
-        "asset_checks": build_checks(spec),
-        "jobs": [pipeline, score],
-        "sensors": [
+    return dg.Definitions(
+        assets=[*materialized_features, *declared, model, scored, summary],
+        asset_checks=build_checks(spec),
+        jobs=[pipeline, score],
+        sensors=[
             build_rollout_sensor(
                 spec, window=window, max_per_tick=max_per_tick, minimum_interval_seconds=rollout_interval_s
             )
         ],
-    }
+    )

@@ -77,7 +77,7 @@ def parse_node_selector(value: str | None) -> dict[str, str] | None:
 
 
 def executor_config(
-    scoring_op: str, gpu: bool, node_selector: dict[str, str] | None = None
+    scoring_ops: str | list[str], gpu: bool, node_selector: dict[str, str] | None = None
 ) -> dict[str, Any]:
     """Config of ``k8s_job_executor``: defaults for every step pod, the GPU override for scoring when asked.
 
@@ -85,5 +85,6 @@ def executor_config(
     """
     config: dict[str, Any] = {"step_k8s_config": STEP_K8S_CONFIG}
     if gpu:
-        config["per_step_k8s_config"] = {scoring_op: gpu_scoring_override(node_selector)}
+        ops = [scoring_ops] if isinstance(scoring_ops, str) else scoring_ops
+        config["per_step_k8s_config"] = {op: gpu_scoring_override(node_selector) for op in ops}
     return config

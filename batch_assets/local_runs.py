@@ -3,7 +3,6 @@ under ``$BATCH_ASSETS_HOME/dagster_home`` so the UI shows them like runs it laun
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -32,9 +31,7 @@ def prepare_dagster_home(settings: Settings) -> Path:
 
 def open_instance(settings: Settings) -> dg.DagsterInstance:
     """The Dagster instance of the state folder (the one `make ui` serves)."""
-    prepare_dagster_home(settings)
-    os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
-    return dg.DagsterInstance.get()
+    return dg.DagsterInstance.from_config(str(prepare_dagster_home(settings)))
 
 
 def execute_for_partition(

@@ -1,7 +1,7 @@
 """Stage 3, predictions: a factory that builds a scored-predictions asset (and its model source) from a spec.
 
 The demo's ``predictions/risk_scores`` and ``predictions/risk_summary`` are one instance of it, read from
-``specs/risk_scores.yaml``. A user scores their own dataset by writing such a spec file (validated by
+``specs/risk_scores.yaml`` when the definitions are built (``datasets.demo_dataset``), never at import. A user scores their own dataset by writing such a spec file (validated by
 ``scoring.spec_file``, turned into a :class:`ScoredDatasetSpec` by :func:`spec_from_file`, wired by
 ``batch_assets.datasets``), not by copying code.
 """
@@ -10,7 +10,6 @@ import datetime as dt
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -33,7 +32,7 @@ from batch_assets.scoring.names import (
 from batch_assets.scoring.registry import ModelNotFound, ModelVersion
 from batch_assets.scoring.report import score_report
 from batch_assets.scoring.scorer import ScoreStats
-from batch_assets.scoring.spec_file import Drift, Partitioning, SpecFile, load_spec_file
+from batch_assets.scoring.spec_file import Drift, Partitioning, SpecFile
 from batch_assets.scoring.warehouse import replace_predictions_partition, replace_summary_partition
 from partitions import DAILY_START_DATE, daily_partitions
 from resources import (
@@ -477,11 +476,3 @@ def spec_from_file(spec: SpecFile) -> ScoredDatasetSpec:
         backfill_chunk=spec.scoring.backfill_chunk,
         description=spec.description,
     )
-
-
-# The demo pipeline, daily card-transaction risk scoring, is a spec file like any other.
-DEMO_SPEC_FILE = Path(__file__).resolve().parent / "specs" / "risk_scores.yaml"
-RISK_SCORES = spec_from_file(load_spec_file(DEMO_SPEC_FILE))
-risk_model = build_model_source(RISK_SCORES)
-risk_scores = build_scored_asset(RISK_SCORES)
-risk_summary = build_summary_asset(RISK_SCORES)

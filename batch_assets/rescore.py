@@ -18,7 +18,7 @@ import dagster as dg
 from dagster._core.execution.backfill import BulkActionStatus
 
 from batch_assets.history import partitions_by_version
-from batch_assets.predictions import RISK_SCORES, ScoredDatasetSpec
+from batch_assets.predictions import ScoredDatasetSpec
 from batch_assets.scoring import rollout
 from batch_assets.scoring.registry import ModelNotFound, ModelRegistry
 from batch_assets.scoring.rollout import RolloutState
@@ -42,16 +42,23 @@ class RescoreError(Exception):
 
 def dataset_spec(settings: Settings, name: str | None) -> ScoredDatasetSpec:
     """The demo's spec, or the spec named ``name`` among ``settings.spec_locations``."""
-    if name is None or name == RISK_SCORES.name:
-        return RISK_SCORES
-    from batch_assets.datasets import load_datasets
+    from batch_assets.datasets import demo_spec, load_datasets
+
+    if name is None or name == demo_spec().name:
+        return demo_spec()
 
     datasets = load_datasets(list(settings.spec_locations))
     for dataset in datasets:
         if dataset.spec.name == name:
             return dataset.spec
-    known = [RISK_SCORES.name, *(d.spec.name for d in datasets)]
+    known = [demo_spec().name, *(d.spec.name for d in datasets)]
     raise SpecError(f"no scored dataset {name!r} (known: {', '.join(known)}; set BATCH_ASSETS_SPECS)")
+
+
+def _demo_spec() -> ScoredDatasetSpec:
+    from batch_assets.datasets import demo_spec
+
+    return demo_spec()
 
 
 def registry_of(settings: Settings) -> ModelRegistry:
@@ -91,9 +98,10 @@ def status(
     settings: Settings,
     instance: dg.DagsterInstance,
     say: Callable[[str], None],
-    spec: ScoredDatasetSpec = RISK_SCORES,
+    spec: ScoredDatasetSpec | None = None,
 ) -> dict[str, list[str]]:
     """Partitions grouped by the model version of their latest materialization, and the rollout."""
+    spec = spec or _demo_spec()
     registry = registry_of(settings)
     try:
         champion = registry.resolve(spec.model_name, spec.model_alias).version
@@ -128,9 +136,10 @@ def plan(
     settings: Settings,
     instance: dg.DagsterInstance,
     say: Callable[[str], None],
-    spec: ScoredDatasetSpec = RISK_SCORES,
+    spec: ScoredDatasetSpec | None = None,
 ) -> list[rollout.Request]:
     """Evaluate the rollout sensor once against its stored cursor and print the requests; launch nothing."""
+    spec = spec or _demo_spec()
     cursor = stored_cursor(instance, sensor_name(spec))
     requests, state, skip = evaluate_rollout(
         instance,
@@ -157,9 +166,10 @@ def cancel(
     settings: Settings,
     instance: dg.DagsterInstance,
     say: Callable[[str], None],
-    spec: ScoredDatasetSpec = RISK_SCORES,
+    spec: ScoredDatasetSpec | None = None,
 ) -> list[str]:
     """Cancel the current rollout: its active backfills and a canary run not yet finished."""
+    spec = spec or _demo_spec()
     rid = require_rollout(settings, spec, "cancel")
     write_control(instance, spec, rollout=rid, cancelled_at=time.time())
     cancelled = []
@@ -189,9 +199,10 @@ def resume(
     settings: Settings,
     instance: dg.DagsterInstance,
     say: Callable[[str], None],
-    spec: ScoredDatasetSpec = RISK_SCORES,
+    spec: ScoredDatasetSpec | None = None,
 ) -> None:
     """Record a resume: the sensor's next tick requests what is still behind, nothing already re-scored."""
+    spec = spec or _demo_spec()
     rid = require_rollout(settings, spec, "resume")
     write_control(instance, spec, rollout=rid, resumed_at=time.time())
     behind = sum(

@@ -10,8 +10,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from batch_assets.scoring.store import S3Options
-
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HOME_ENV = "BATCH_ASSETS_HOME"
 EXECUTOR_ENV = "BATCH_ASSETS_EXECUTOR"
@@ -21,6 +19,15 @@ REGISTRY_URI_ENV = "BATCH_ASSETS_REGISTRY_URI"
 LANDING_URI_ENV = "BATCH_ASSETS_LANDING_URI"
 LAKE_URI_ENV = "BATCH_ASSETS_LAKE_URI"
 S3_ENDPOINT_ENV = "BATCH_ASSETS_S3_ENDPOINT"
+# ObjectStoreResource field -> the environment variables that give it, first set one wins. The same names
+# for runs (bound as dg.EnvVar, read in the run process) and for the CLI (read in its own process).
+S3_ENV: dict[str, tuple[str, ...]] = {
+    "endpoint_url": (S3_ENDPOINT_ENV,),
+    "region_name": ("AWS_REGION", "AWS_DEFAULT_REGION"),
+    "aws_access_key_id": ("AWS_ACCESS_KEY_ID",),
+    "aws_secret_access_key": ("AWS_SECRET_ACCESS_KEY",),
+    "aws_session_token": ("AWS_SESSION_TOKEN",),
+}
 
 
 def available_cpus() -> int:
@@ -131,18 +138,24 @@ class Settings:
     def dagster_home(self) -> Path:
         return self.home / "dagster_home"
 
+    @property
+    def s3_variables(self) -> dict[str, str]:
+        """ObjectStoreResource field -> the name (never the value) of the set variable that gives it; none
+        when nothing is on S3, so the embedded default reads no AWS variable."""
+        if not self.uses_s3:
+            return {}
+        return {
+            field: next(n for n in names if os.environ.get(n))
+            for field, names in S3_ENV.items()
+            if any(os.environ.get(n) for n in names)
+        }
+
+    @property
+    def duckdb_thread_count(self) -> int:
+        """``BATCH_ASSETS_DUCKDB_THREADS``, or one thread per CPU this process may use."""
+        return self.duckdb_threads or available_cpus()
+
     def ensure(self) -> Settings:
         for path in (self.home, self.registry, self.landing, self.lake, self.dagster_home):
             path.mkdir(parents=True, exist_ok=True)
         return self
-
-
-def s3_options_from_env() -> S3Options:
-    """S3 settings for the shell commands (the Dagster resources bind the same variables as ``EnvVar``)."""
-    return S3Options(
-        endpoint_url=os.environ.get(S3_ENDPOINT_ENV) or None,
-        region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None,
-        access_key_id=os.environ.get("AWS_ACCESS_KEY_ID") or None,
-        secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY") or None,
-        session_token=os.environ.get("AWS_SESSION_TOKEN") or None,
-    )

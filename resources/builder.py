@@ -2,41 +2,27 @@
 
 from __future__ import annotations
 
-import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
-from batch_assets.settings import S3_ENDPOINT_ENV, Settings, available_cpus
 from resources.compute import ComputeResource
 from resources.landing import LandingResource
 from resources.metrics import MetricsResource
 from resources.registry import ModelRegistryResource
 from resources.warehouse import WarehouseResource
 
-# ObjectStoreResource field -> environment variable; each is bound as dg.EnvVar (resolved in the run
-# process, never stored in run config or shown in the UI) when the variable is set where definitions load.
-S3_ENV = {
-    "endpoint_url": S3_ENDPOINT_ENV,
-    "region_name": ("AWS_REGION", "AWS_DEFAULT_REGION"),
-    "aws_access_key_id": "AWS_ACCESS_KEY_ID",
-    "aws_secret_access_key": "AWS_SECRET_ACCESS_KEY",
-    "aws_session_token": "AWS_SESSION_TOKEN",
-}
+if TYPE_CHECKING:  # resources take the settings object; they never read the environment themselves
+    from batch_assets.settings import Settings
 
 
 def s3_fields(settings: Settings, *, resolve: bool = False) -> dict[str, Any]:
     """The S3 fields of the registry, landing and warehouse resources as ``EnvVar``s (or, with ``resolve``,
-    the variables' values, for resources used directly by a shell command); none when nothing is on S3,
-    so the embedded default reads no AWS variable."""
-    if not settings.uses_s3:
-        return {}
-    fields = {}
-    for field, names in S3_ENV.items():
-        set_names = [n for n in ((names,) if isinstance(names, str) else names) if os.environ.get(n)]
-        if set_names:
-            fields[field] = os.environ[set_names[0]] if resolve else dg.EnvVar(set_names[0])
-    return fields
+    their values, for resources used directly by a shell command); none when nothing is on S3."""
+    return {
+        field: dg.EnvVar(name).get_value() if resolve else dg.EnvVar(name)
+        for field, name in settings.s3_variables.items()
+    }
 
 
 def build_resources(settings: Settings, *, for_shell: bool = False) -> dict[str, Any]:
@@ -50,7 +36,7 @@ def build_resources(settings: Settings, *, for_shell: bool = False) -> dict[str,
     return {
         "warehouse": WarehouseResource(
             lake_uri=settings.lake_location,
-            threads=settings.duckdb_threads or available_cpus(),
+            threads=settings.duckdb_thread_count,
             memory_limit=settings.duckdb_memory_limit,
             **(s3 if settings.lake_location.startswith("s3://") else {}),
         ),

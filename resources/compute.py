@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import dagster as dg
 import torch
 from pydantic import Field
 
 from batch_assets.scoring.scorer import DEFAULT_BATCH_MEMORY_MB
-from batch_assets.settings import available_cpus
 
 DEVICES = ("cpu", "cuda", "auto")
 
@@ -33,7 +34,7 @@ class ComputeResource(dg.ConfigurableResource):
         """Apply the thread setting and return the device to score on."""
         if self.device not in DEVICES:
             raise ValueError(f"compute device {self.device!r}: expected one of {', '.join(DEVICES)}")
-        threads = self.torch_threads or available_cpus()
+        threads = self.torch_threads or len(os.sched_getaffinity(0))  # the CPUs this process may use
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
         if self.device == "cuda" and not torch.cuda.is_available():

@@ -7,10 +7,11 @@ import duckdb
 import numpy as np
 import pytest
 
+from batch_assets.datasets import demo_spec
 from batch_assets.definitions import build_definitions
 from batch_assets.features import window_start
 from batch_assets.local_runs import QUIET, execute_for_partition
-from batch_assets.predictions import risk_scores
+from batch_assets.predictions import build_scored_asset
 from batch_assets.scoring.demo_data import DemoConfig, write_landing
 from batch_assets.scoring.model_format import save_artifact
 from batch_assets.scoring.names import parse_partition_date
@@ -27,6 +28,8 @@ from batch_assets.settings import Settings
 from batch_assets.storage.lake import Lake
 from resources import build_resources
 from tests.conftest import lake_connection, lake_sql, make_model
+
+risk_scores = build_scored_asset(demo_spec())
 
 DAYS = 32  # the last two days have a full 30-day feature window, so drift is judged
 LAST = "2026-10-02"

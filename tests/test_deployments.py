@@ -29,12 +29,15 @@ from dagster_k8s.job import (
     get_user_defined_k8s_config,
 )
 
+from batch_assets.datasets import demo_spec
 from batch_assets.definitions import build_definitions
 from batch_assets.k8s import K8S_CONFIG_TAG, SCORING_K8S_CONFIG, executor_config
-from batch_assets.predictions import MODEL_VERSION_TAG, SCORING_POOL, risk_scores
+from batch_assets.predictions import MODEL_VERSION_TAG, SCORING_POOL, build_scored_asset
 from batch_assets.settings import Settings
 from batch_assets.storage.lake import Lake
 from tests.servers import postgres15
+
+risk_scores = build_scored_asset(demo_spec())
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOYMENTS = REPO / "deployments"

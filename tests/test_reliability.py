@@ -11,11 +11,14 @@ import time
 import dagster as dg
 import pytest
 
+from batch_assets.datasets import demo_spec
 from batch_assets.definitions import build_definitions
-from batch_assets.predictions import risk_scores
+from batch_assets.predictions import build_scored_asset
 from batch_assets.scoring.registry import ModelRegistry
 from resources import build_resources
 from tests.conftest import drop_lake_column, lake_connection, write_artifact
+
+risk_scores = build_scored_asset(demo_spec())
 
 DAY = "2026-09-01"
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}

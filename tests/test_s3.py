@@ -2,6 +2,9 @@
 
 import datetime as dt
 import json
+import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -199,3 +202,37 @@ def assert_secret_nowhere(instance, dagster_dir: Path, defs, *secrets: str) -> N
     blob = "\n".join(texts)
     for secret in secrets:
         assert secret not in blob
+
+
+def test_demo_registers_its_model_where_the_runs_read_it(bucket, s3, endpoint, creds, tmp_path):
+    """With the registry on S3, ``batch-assets demo`` and ``models show`` reach it through the same resource
+    the runs use: the model lands on S3 (not in the local folder) and every score names its version."""
+    home = tmp_path / "state"
+    env = {
+        **os.environ,
+        "BATCH_ASSETS_HOME": str(home),
+        "BATCH_ASSETS_S3_ENDPOINT": endpoint,
+        "AWS_DEFAULT_REGION": REGION,  # the fallback name, read by runs and the CLI alike
+        "AWS_ACCESS_KEY_ID": creds["key"],
+        "AWS_SECRET_ACCESS_KEY": creds["secret"],
+        "BATCH_ASSETS_REGISTRY_URI": f"s3://{bucket}/registry",
+    }
+    env.pop("DAGSTER_HOME", None)
+    cli = str(Path(sys.executable).parent / "batch-assets")
+
+    def run(*args):
+        proc = subprocess.run([cli, *args], env=env, capture_output=True, text=True, timeout=400)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return proc.stdout
+
+    out = run("demo", "--days", "3", "--customers", "200")
+    assert "registered risk_model version 1" in out
+    assert not list((home / "registry").iterdir()), "the demo registered locally, where the runs don't read"
+    info = ModelRegistry(f"s3://{bucket}/registry", s3).resolve("risk_model", "champion")
+    assert info.version == "1"
+    assert json.loads(run("models", "show", "risk_model@champion"))["sha256"] == info.sha256
+    with lake_connection(Settings(home=home)) as con:
+        versions = con.execute(
+            "SELECT DISTINCT model_version, model_sha256 FROM predictions.risk_scores"
+        ).fetchall()
+    assert versions == [("1", info.sha256)]
