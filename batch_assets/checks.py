@@ -1,7 +1,7 @@
 """Per-partition asset checks of a scored dataset: one table of checks, built into two multi-check steps.
 
 Each check is declared once in :data:`CHECKS`: its name, the asset it judges, whether it blocks, its
-description and its judge (a call into the dagster-free ``scoring.partition_checks``). From that table:
+description and its judge (a call into the dagster-free ``core.partition_checks``). From that table:
 
 - ``{dataset}_prediction_checks``, one step that judges completeness, dead_letters, validity, provenance
   and score_drift of every partition of the run. Each partition's predictions, dead letters and feature
@@ -22,13 +22,13 @@ from typing import Any
 
 import dagster as dg
 
+from batch_assets.core import partition_checks as pc
+from batch_assets.core.names import check_identifier, quote_table
+from batch_assets.core.registry import ModelNotFound, ModelVersion
 from batch_assets.errors import RETRY_POLICY
 from batch_assets.history import latest_materializations
 from batch_assets.observability import push_check_metrics
 from batch_assets.predictions import MODEL_VERSION_TAG, ScoredDatasetSpec
-from batch_assets.scoring import partition_checks as pc
-from batch_assets.scoring.names import check_identifier, quote_table
-from batch_assets.scoring.registry import ModelNotFound, ModelVersion
 from partitions import FEATURE_WINDOW_DAYS
 from resources import MetricsResource, ModelRegistryResource, WarehouseResource
 

@@ -39,11 +39,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from batch_assets.scoring import byo
-from batch_assets.scoring.model_format import ArtifactError
-from batch_assets.scoring.names import InvalidName, check_table, parse_partition_date
-from batch_assets.scoring.registry import ModelRegistry, ModelVersion, RegistryError
-from batch_assets.scoring.spec_file import SpecError
+from batch_assets.core import byo
+from batch_assets.core.model_format import ArtifactError
+from batch_assets.core.names import InvalidName, check_table, parse_partition_date
+from batch_assets.core.registry import ModelRegistry, ModelVersion, RegistryError
+from batch_assets.core.spec_file import SpecError
 from batch_assets.settings import Settings
 
 if TYPE_CHECKING:
@@ -131,7 +131,7 @@ def _user_artifact(args: argparse.Namespace, weights: Path, out: Path) -> Path:
     features = args.features.split(",") if args.features else None
     exclude = args.exclude.split(",") if args.exclude else []
     if args.spec:
-        from batch_assets.scoring.spec_file import load_spec_file
+        from batch_assets.core.spec_file import load_spec_file
 
         spec = load_spec_file(Path(args.spec))
         if spec.model.name != args.name:
@@ -194,8 +194,8 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     _quiet_dagster()
-    from batch_assets.demo import run_demo
-    from batch_assets.scoring.demo_data import DemoConfig
+    from batch_assets.demo.data import DemoConfig
+    from batch_assets.demo.run import run_demo
 
     settings = Settings.from_env()
     cfg = DemoConfig(seed=args.seed, customers=args.customers, days=args.days)
@@ -678,7 +678,7 @@ def _version_as_of(lake: Lake, table: str, as_of: int | dt.datetime) -> int:
 def cmd_query(args: argparse.Namespace) -> int:
     import duckdb
 
-    from batch_assets.scoring.warehouse import CONTRACT_TABLES
+    from batch_assets.storage.warehouse import CONTRACT_TABLES
 
     if args.table and args.as_of is None:
         raise CommandError("--table names the tables --as-of applies to: give --as-of too")

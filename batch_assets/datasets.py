@@ -16,6 +16,7 @@ from typing import Any
 import dagster as dg
 
 from batch_assets.checks import build_checks
+from batch_assets.core.spec_file import SpecError, SpecFile, load_spec_file, spec_paths
 from batch_assets.errors import permanent_errors
 from batch_assets.observability import Stopwatch
 from batch_assets.predictions import (
@@ -25,9 +26,8 @@ from batch_assets.predictions import (
     build_summary_asset,
     spec_from_file,
 )
-from batch_assets.scoring.feature_files import partition_folder, read_feature_files, replace_feature_partition
-from batch_assets.scoring.spec_file import SpecError, SpecFile, load_spec_file, spec_paths
 from batch_assets.sensors import build_rollout_sensor
+from batch_assets.storage.feature_files import partition_folder, read_feature_files, replace_feature_partition
 from resources import LandingResource, WarehouseResource
 
 

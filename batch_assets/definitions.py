@@ -10,7 +10,7 @@ from __future__ import annotations
 import dagster as dg
 
 from batch_assets.datasets import build_dataset, load_datasets
-from batch_assets.demo_pipeline import build_demo
+from batch_assets.demo.pipeline import build_demo
 from batch_assets.executors import build_executor
 from batch_assets.predictions import SCORING_POOL
 from batch_assets.settings import Settings

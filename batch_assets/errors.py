@@ -11,11 +11,11 @@ from collections.abc import Iterator
 
 import dagster as dg
 
-from batch_assets.scoring.model_format import ArtifactError
-from batch_assets.scoring.names import InvalidName
-from batch_assets.scoring.registry import RegistryError
-from batch_assets.scoring.scorer import SchemaError
-from batch_assets.scoring.warehouse import LandingError
+from batch_assets.core.model_format import ArtifactError
+from batch_assets.core.names import InvalidName
+from batch_assets.core.registry import RegistryError
+from batch_assets.core.scorer import SchemaError
+from batch_assets.storage.warehouse import LandingError
 
 # 3 retries after about 2, 4 and 8 seconds (+-50%): long enough for a lock holder to commit or a mount to
 # come back, short enough that a real outage fails the run within half a minute.

@@ -2,11 +2,11 @@
 
 import dagster as dg
 
+from batch_assets.core.names import parse_partition_date
 from batch_assets.errors import RETRY_POLICY
 from batch_assets.observability import Stopwatch
 from batch_assets.raw import raw_transactions
-from batch_assets.scoring.names import parse_partition_date
-from batch_assets.scoring.warehouse import FEATURE_COLUMNS, replace_features_partition
+from batch_assets.storage.warehouse import FEATURE_COLUMNS, replace_features_partition
 from partitions import FEATURE_WINDOW_DAYS, daily_partitions, trailing_feature_window
 from resources import WarehouseResource
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import dagster as dg
 
-from batch_assets.scoring.metrics import PartitionFigures, failure_registry
-from batch_assets.scoring.scorer import ScoreStats
+from batch_assets.core.scorer import ScoreStats
+from batch_assets.prometheus import PartitionFigures, failure_registry
 from resources import MetricsResource
 
 

@@ -2,7 +2,7 @@
 
 The demo's ``predictions/risk_scores`` and ``predictions/risk_summary`` are one instance of it, read from
 ``specs/risk_scores.yaml`` when the definitions are built (``datasets.demo_dataset``), never at import. A user scores their own dataset by writing such a spec file (validated by
-``scoring.spec_file``, turned into a :class:`ScoredDatasetSpec` by :func:`spec_from_file`, wired by
+``core.spec_file``, turned into a :class:`ScoredDatasetSpec` by :func:`spec_from_file`, wired by
 ``batch_assets.datasets``), not by copying code.
 """
 
@@ -16,24 +16,24 @@ import dagster as dg
 import torch
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
-from batch_assets.errors import RETRY_POLICY, permanent_errors
-from batch_assets.history import scored_versions
-from batch_assets.k8s import scoring_op_tags
-from batch_assets.observability import Stopwatch, peak_rss_mb, push_partition_metrics
-from batch_assets.scoring.contracts import ColumnRule, FeatureContract
-from batch_assets.scoring.drift import DriftThresholds
-from batch_assets.scoring.names import (
+from batch_assets.core.contracts import ColumnRule, FeatureContract
+from batch_assets.core.drift import DriftThresholds
+from batch_assets.core.names import (
     InvalidName,
     check_identifier,
     check_name,
     check_table,
     parse_partition_date,
 )
-from batch_assets.scoring.registry import ModelNotFound, ModelVersion
-from batch_assets.scoring.report import score_report
-from batch_assets.scoring.scorer import ScoreStats
-from batch_assets.scoring.spec_file import Drift, Partitioning, SpecFile
-from batch_assets.scoring.warehouse import replace_predictions_partition, replace_summary_partition
+from batch_assets.core.registry import ModelNotFound, ModelVersion
+from batch_assets.core.report import score_report
+from batch_assets.core.scorer import ScoreStats
+from batch_assets.core.spec_file import Drift, Partitioning, SpecFile
+from batch_assets.errors import RETRY_POLICY, permanent_errors
+from batch_assets.history import scored_versions
+from batch_assets.k8s import scoring_op_tags
+from batch_assets.observability import Stopwatch, peak_rss_mb, push_partition_metrics
+from batch_assets.storage.warehouse import replace_predictions_partition, replace_summary_partition
 from partitions import DAILY_START_DATE, daily_partitions
 from resources import (
     ComputeResource,

@@ -2,10 +2,10 @@
 
 import dagster as dg
 
+from batch_assets.core.names import parse_partition_date
 from batch_assets.errors import RETRY_POLICY, permanent_errors
 from batch_assets.observability import Stopwatch
-from batch_assets.scoring.names import parse_partition_date
-from batch_assets.scoring.warehouse import read_landing_day, replace_raw_partition
+from batch_assets.storage.warehouse import read_landing_day, replace_raw_partition
 from partitions import daily_partitions
 from resources import LandingResource, WarehouseResource
 

@@ -17,12 +17,12 @@ from collections.abc import Callable
 import dagster as dg
 from dagster._core.execution.backfill import BulkActionStatus
 
+from batch_assets.core import rollout
+from batch_assets.core.registry import ModelNotFound, ModelRegistry
+from batch_assets.core.rollout import RolloutState
+from batch_assets.core.spec_file import SpecError
 from batch_assets.history import partitions_by_version
 from batch_assets.predictions import ScoredDatasetSpec
-from batch_assets.scoring import rollout
-from batch_assets.scoring.registry import ModelNotFound, ModelRegistry
-from batch_assets.scoring.rollout import RolloutState
-from batch_assets.scoring.spec_file import SpecError
 from batch_assets.sensors import (
     ROLLOUT_ID_TAG,
     evaluate_rollout,

@@ -5,8 +5,8 @@ from typing import Any
 
 import dagster as dg
 
+from batch_assets.core.registry import ModelNotFound
 from batch_assets.predictions import MODEL_SHA_TAG, MODEL_VERSION_TAG, ScoredDatasetSpec
-from batch_assets.scoring.registry import ModelNotFound
 from partitions import DAILY_START_DATE
 from resources import ModelRegistryResource
 

@@ -2,7 +2,7 @@
 
 Thin wiring: it reads the alias from the registry, which version scored each partition (materialization
 metadata), how the canary run went and which backfills the rollout already has, then asks
-``scoring.rollout.decide`` what to request: the canary as a run with a run key, the rest as chunked
+``core.rollout.decide`` what to request: the canary as a run with a run key, the rest as chunked
 backfills of the predictions and summary assets (``RunRequest.for_asset_graph_subset``: the assets'
 backfill policy makes each chunk one run that loads the model once). Runs and backfills carry the version
 and sha256 as tags, so they score with that version whatever the alias says by the time they start.
@@ -17,11 +17,11 @@ from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraph
 from dagster._core.execution.backfill import BulkActionsFilter, BulkActionStatus
 
 from batch_assets.checks import BLOCKING_PREDICTION_CHECKS
+from batch_assets.core import rollout
+from batch_assets.core.registry import ModelNotFound, ModelRegistry
+from batch_assets.core.rollout import RolloutState, Wave, decide
 from batch_assets.history import scored_versions
 from batch_assets.predictions import MODEL_SHA_TAG, MODEL_VERSION_TAG, ScoredDatasetSpec
-from batch_assets.scoring import rollout
-from batch_assets.scoring.registry import ModelNotFound, ModelRegistry
-from batch_assets.scoring.rollout import RolloutState, Wave, decide
 from resources import ModelRegistryResource
 
 ROLLOUT_ROLE_TAG = "batch-assets/rollout"

@@ -25,15 +25,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from batch_assets.core.model_format import TabularMLP  # noqa: E402
+from batch_assets.core.registry import ModelRegistry  # noqa: E402
 from batch_assets.definitions import build_definitions  # noqa: E402
+from batch_assets.demo.data import DemoConfig, write_landing  # noqa: E402
+from batch_assets.demo.training import export_model  # noqa: E402
 from batch_assets.local_runs import QUIET, run_partitions  # noqa: E402
-from batch_assets.scoring.demo_data import DemoConfig, write_landing  # noqa: E402
-from batch_assets.scoring.model_format import TabularMLP  # noqa: E402
-from batch_assets.scoring.registry import ModelRegistry  # noqa: E402
-from batch_assets.scoring.training import export_model  # noqa: E402
-from batch_assets.scoring.warehouse import FEATURE_COLUMNS, FEATURES_TABLE  # noqa: E402
 from batch_assets.settings import Settings  # noqa: E402
 from batch_assets.storage.lake import Lake  # noqa: E402
+from batch_assets.storage.warehouse import FEATURE_COLUMNS, FEATURES_TABLE  # noqa: E402
 
 PREDS = dg.AssetKey(["predictions", "risk_scores"])
 

@@ -48,20 +48,20 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from batch_assets.core.model_format import TabularMLP  # noqa: E402
+from batch_assets.core.registry import ModelRegistry  # noqa: E402
 from batch_assets.definitions import build_definitions  # noqa: E402
+from batch_assets.demo.training import export_model  # noqa: E402
 from batch_assets.history import scored_versions  # noqa: E402
 from batch_assets.local_runs import QUIET, prepare_dagster_home  # noqa: E402
-from batch_assets.scoring.model_format import TabularMLP  # noqa: E402
-from batch_assets.scoring.registry import ModelRegistry  # noqa: E402
-from batch_assets.scoring.training import export_model  # noqa: E402
-from batch_assets.scoring.warehouse import (  # noqa: E402
+from batch_assets.sensors import ROLLOUT_ID_TAG, ROLLOUT_ROLE_TAG  # noqa: E402
+from batch_assets.settings import Settings  # noqa: E402
+from batch_assets.storage.lake import Lake  # noqa: E402
+from batch_assets.storage.warehouse import (  # noqa: E402
     FEATURE_COLUMNS,
     connect_lake,
     replace_predictions_partition,
 )
-from batch_assets.sensors import ROLLOUT_ID_TAG, ROLLOUT_ROLE_TAG  # noqa: E402
-from batch_assets.settings import Settings  # noqa: E402
-from batch_assets.storage.lake import Lake  # noqa: E402
 from tests.servers import dagster_dev  # noqa: E402
 
 NAME = "rollout_bench"

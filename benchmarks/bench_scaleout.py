@@ -74,9 +74,9 @@ def worker(spec: dict) -> None:
     import duckdb
     import torch
 
-    from batch_assets.scoring.registry import ModelRegistry
-    from batch_assets.scoring.warehouse import replace_predictions_partition
+    from batch_assets.core.registry import ModelRegistry
     from batch_assets.storage.lake import CommitConflict, Lake
+    from batch_assets.storage.warehouse import replace_predictions_partition
 
     threads = spec["threads"]
     torch.set_num_threads(threads)
@@ -153,8 +153,8 @@ def worker(spec: dict) -> None:
 def prepare_features(root: str, options: dict[str, str], partitions: int, rows: int) -> None:
     import duckdb
 
-    from batch_assets.scoring.warehouse import FEATURE_COLUMNS, FEATURES_SCHEMA
     from batch_assets.storage.lake import Lake
+    from batch_assets.storage.warehouse import FEATURE_COLUMNS, FEATURES_SCHEMA
 
     lake = Lake(root, options)
     con = duckdb.connect(":memory:")
@@ -173,10 +173,10 @@ def prepare_model(registry: Path) -> None:
     import numpy as np
     import torch
 
-    from batch_assets.scoring.model_format import TabularMLP
-    from batch_assets.scoring.registry import ModelRegistry
-    from batch_assets.scoring.training import export_model
-    from batch_assets.scoring.warehouse import FEATURE_COLUMNS
+    from batch_assets.core.model_format import TabularMLP
+    from batch_assets.core.registry import ModelRegistry
+    from batch_assets.demo.training import export_model
+    from batch_assets.storage.warehouse import FEATURE_COLUMNS
 
     torch.manual_seed(0)
     model = TabularMLP(len(FEATURE_COLUMNS), HIDDEN).eval()
@@ -198,8 +198,8 @@ def prepare_model(registry: Path) -> None:
 
 
 def run_config(storage: dict, writers: int, round_no: int, args: argparse.Namespace, registry: Path) -> dict:
-    from batch_assets.scoring.warehouse import dead_letters_schema, predictions_schema
     from batch_assets.storage.lake import Lake
+    from batch_assets.storage.warehouse import dead_letters_schema, predictions_schema
 
     lake = Lake(storage["root"], storage["options"])
     output = f"predictions.scores_w{writers}_r{round_no}"

@@ -129,10 +129,10 @@ def prepare(home: Path, rows: int, features: int) -> None:
     import pyarrow.parquet as pq
     import torch
 
-    from batch_assets.scoring.model_format import TabularMLP
-    from batch_assets.scoring.registry import ModelRegistry
-    from batch_assets.scoring.training import export_model
-    from batch_assets.scoring.warehouse import features_schema
+    from batch_assets.core.model_format import TabularMLP
+    from batch_assets.core.registry import ModelRegistry
+    from batch_assets.demo.training import export_model
+    from batch_assets.storage.warehouse import features_schema
 
     cols = _columns(features)
     lake = _lake(home)
@@ -179,8 +179,8 @@ def prepare(home: Path, rows: int, features: int) -> None:
 def _scored_batches(con, module, cols: list[str]):
     import pyarrow as pa
 
-    from batch_assets.scoring.scorer import ScoreStats, batch_rows_for, score_batches
-    from batch_assets.scoring.warehouse import predictions_schema
+    from batch_assets.core.scorer import ScoreStats, batch_rows_for, score_batches
+    from batch_assets.storage.warehouse import predictions_schema
 
     schema = predictions_schema()
     at = dt.datetime(2026, 9, 2, 1, 30)
@@ -205,7 +205,7 @@ def _scored_batches(con, module, cols: list[str]):
 
 
 def _load_model(home: Path):
-    from batch_assets.scoring.registry import ModelRegistry
+    from batch_assets.core.registry import ModelRegistry
 
     reg = ModelRegistry(home / "registry")
     info = reg.resolve(MODEL, "champion")
@@ -246,7 +246,7 @@ def m_limit(home: Path, rows: int, threads: int) -> dict:
 
 
 def m_scorer(home: Path, rows: int, threads: int) -> dict:
-    from batch_assets.scoring.scorer import ScoreStats, batch_rows_for, forward_rows_for, score_batches
+    from batch_assets.core.scorer import ScoreStats, batch_rows_for, forward_rows_for, score_batches
 
     model, cols = _load_model(home)
     con = _connect(home, threads)
@@ -272,7 +272,7 @@ def m_scorer(home: Path, rows: int, threads: int) -> dict:
 
 
 def m_scorer_write(home: Path, rows: int, threads: int) -> dict:
-    from batch_assets.scoring.warehouse import replace_predictions_partition
+    from batch_assets.storage.warehouse import replace_predictions_partition
 
     model, cols = _load_model(home)
     lake = _lake(home)
@@ -355,7 +355,7 @@ def _scored_in_memory(home: Path):
     """The prepared scored batches, in memory (not measured), in the scorer's batch size."""
     import pyarrow.parquet as pq
 
-    from batch_assets.scoring.scorer import batch_rows_for
+    from batch_assets.core.scorer import batch_rows_for
 
     _, cols = _load_model(home)
     table = pq.read_table(home / "scored.parquet")
@@ -401,7 +401,7 @@ def m_write_duckdb(home: Path, rows: int, threads: int) -> dict:
 
 def m_write_delta(home: Path, rows: int, threads: int) -> dict:
     """The lake's write path: one Delta commit replacing the partition with the same batches."""
-    from batch_assets.scoring.warehouse import predictions_schema
+    from batch_assets.storage.warehouse import predictions_schema
 
     batches = _scored_in_memory(home)
     lake = _lake(home)

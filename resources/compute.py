@@ -8,7 +8,7 @@ import dagster as dg
 import torch
 from pydantic import Field
 
-from batch_assets.scoring.scorer import DEFAULT_BATCH_MEMORY_MB
+from batch_assets.core.scorer import DEFAULT_BATCH_MEMORY_MB
 
 DEVICES = ("cpu", "cuda", "auto")
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from batch_assets.scoring.store import Store
+from batch_assets.storage.store import Store
 from resources.object_store import ObjectStoreResource
 
 

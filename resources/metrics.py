@@ -13,7 +13,7 @@ import dagster as dg
 from prometheus_client import CollectorRegistry
 from pydantic import Field
 
-from batch_assets.scoring import metrics
+from batch_assets import prometheus as metrics
 
 log = logging.getLogger(__name__)
 

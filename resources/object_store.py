@@ -10,7 +10,7 @@ from __future__ import annotations
 import dagster as dg
 from pydantic import Field
 
-from batch_assets.scoring.store import S3Options, Store
+from batch_assets.storage.store import S3Options, Store
 
 
 class ObjectStoreResource(dg.ConfigurableResource):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from batch_assets.scoring.registry import ModelRegistry
+from batch_assets.core.registry import ModelRegistry
 from resources.object_store import ObjectStoreResource
 
 

@@ -19,8 +19,8 @@ from dagster_deltalake.config import ClientConfig
 from dagster_duckdb import DuckDBResource
 from pydantic import Field, PrivateAttr
 
-from batch_assets.scoring.warehouse import connect_lake
 from batch_assets.storage.lake import Lake
+from batch_assets.storage.warehouse import connect_lake
 
 
 class WarehouseResource(DuckDBResource):

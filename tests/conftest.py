@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 import torch
 
-from batch_assets.scoring.demo_data import DemoConfig, write_landing
-from batch_assets.scoring.model_format import TabularMLP
-from batch_assets.scoring.registry import ModelRegistry
-from batch_assets.scoring.training import export_model
-from batch_assets.scoring.warehouse import FEATURE_COLUMNS
+from batch_assets.core.model_format import TabularMLP
+from batch_assets.core.registry import ModelRegistry
+from batch_assets.demo.data import DemoConfig, write_landing
+from batch_assets.demo.training import export_model
 from batch_assets.settings import Settings
+from batch_assets.storage.warehouse import FEATURE_COLUMNS
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -10,16 +10,16 @@ import dagster as dg
 import duckdb
 import pytest
 
-from batch_assets.scoring.demo_data import DemoConfig, write_landing
-from batch_assets.scoring.registry import ModelRegistry
-from batch_assets.scoring.warehouse import (
+from batch_assets.core.registry import ModelRegistry
+from batch_assets.demo.data import DemoConfig, write_landing
+from batch_assets.settings import Settings
+from batch_assets.storage.lake import Lake
+from batch_assets.storage.warehouse import (
     connect_lake,
     read_landing_day,
     replace_features_partition,
     replace_raw_partition,
 )
-from batch_assets.settings import Settings
-from batch_assets.storage.lake import Lake
 from tests.conftest import lake_connection, write_artifact
 from tests.servers import REPO, dagster_dev, graphql
 from tests.test_ui_e2e import launch

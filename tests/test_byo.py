@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from batch_assets.cli import main
-from batch_assets.scoring.registry import ModelRegistry
+from batch_assets.core.registry import ModelRegistry
 
 FEATURES = ["temp", "load", "age"]
 ARCH = "tests.test_byo:TinyNet"
@@ -145,7 +145,7 @@ def test_signature_mismatch_names_the_feature(user, capsys, args, message):
     ("arch", "message"),
     [
         ("os:system", "standard-library modules are refused"),
-        ("batch_assets.scoring.names:check_name", "is not a torch.nn.Module subclass"),
+        ("batch_assets.core.names:check_name", "is not a torch.nn.Module subclass"),
         ("my_missing_pkg.models:Net", "cannot import module 'my_missing_pkg.models'"),
         ("not a ref", "expected 'package.module:ClassName'"),
     ],

@@ -7,25 +7,25 @@ import duckdb
 import numpy as np
 import pytest
 
+from batch_assets.core.model_format import save_artifact
+from batch_assets.core.names import parse_partition_date
+from batch_assets.core.registry import ModelRegistry
 from batch_assets.datasets import demo_spec
 from batch_assets.definitions import build_definitions
+from batch_assets.demo.data import DemoConfig, write_landing
+from batch_assets.demo.training import export_model
 from batch_assets.features import window_start
 from batch_assets.local_runs import QUIET, execute_for_partition
 from batch_assets.predictions import build_scored_asset
-from batch_assets.scoring.demo_data import DemoConfig, write_landing
-from batch_assets.scoring.model_format import save_artifact
-from batch_assets.scoring.names import parse_partition_date
-from batch_assets.scoring.registry import ModelRegistry
-from batch_assets.scoring.training import export_model
-from batch_assets.scoring.warehouse import (
+from batch_assets.settings import Settings
+from batch_assets.storage.lake import Lake
+from batch_assets.storage.warehouse import (
     FEATURE_COLUMNS,
     connect_lake,
     read_landing_day,
     replace_features_partition,
     replace_raw_partition,
 )
-from batch_assets.settings import Settings
-from batch_assets.storage.lake import Lake
 from resources import build_resources
 from tests.conftest import lake_connection, lake_sql, make_model
 

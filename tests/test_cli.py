@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from batch_assets.scoring.registry import ModelRegistry
+from batch_assets.core.registry import ModelRegistry
 from tests.conftest import make_model, write_artifact
 
 CLI = str(Path(sys.executable).parent / "batch-assets")

@@ -32,8 +32,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from batch_assets.scoring import partition_checks
-from batch_assets.scoring.warehouse import (
+from batch_assets.core import partition_checks
+from batch_assets.storage.lake import Lake
+from batch_assets.storage.warehouse import (
     DEAD_LETTERS_TABLE,
     FEATURE_COLUMNS,
     FEATURES_SCHEMA,
@@ -43,7 +44,6 @@ from batch_assets.scoring.warehouse import (
     dead_letters_schema,
     predictions_schema,
 )
-from batch_assets.storage.lake import Lake
 from tests.servers import moto_s3
 
 REPO = Path(__file__).resolve().parent.parent
@@ -59,12 +59,12 @@ BATCHES = 50  # record batches per write, so a kill can fall between any two of 
 CHILD = """
 import datetime as dt, json, os, sys, time
 import duckdb, torch
-from batch_assets.scoring.model_format import TabularMLP
-from batch_assets.scoring.warehouse import FEATURE_COLUMNS, connect_lake, replace_predictions_partition
+from batch_assets.core.model_format import TabularMLP
+from batch_assets.storage.warehouse import FEATURE_COLUMNS, connect_lake, replace_predictions_partition
 from batch_assets.storage.lake import Lake
 root, rows, BATCHES = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 lake = Lake(root, json.loads(os.environ.get("CRASH_LAKE_OPTIONS") or "{}"))
-import batch_assets.scoring.warehouse as wh
+import batch_assets.storage.warehouse as wh
 torch.manual_seed(0)
 model = TabularMLP(len(FEATURE_COLUMNS), (16, 8)).eval()
 print("READY", flush=True)

@@ -9,7 +9,7 @@ import dagster as dg
 import pytest
 from deltalake import DeltaTable
 
-from batch_assets.scoring.registry import ModelRegistry
+from batch_assets.core.registry import ModelRegistry
 from batch_assets.settings import Settings
 from tests.conftest import lake_connection, make_model, write_artifact
 

@@ -8,17 +8,18 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from batch_assets.core import byo
+from batch_assets.core.registry import ModelRegistry
 from batch_assets.datasets import build_dataset, load_datasets
+from batch_assets.demo import device_example
 from batch_assets.local_runs import execute_for_partition, failure_detail
-from batch_assets.scoring import byo, device_example
-from batch_assets.scoring.registry import ModelRegistry
 from batch_assets.sensors import ROLLOUT_CHUNK_TAG
 from resources import build_resources
 from tests.conftest import lake_connection
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "batch_assets" / "specs" / "examples" / "device_failures.yaml"
-ARCH = "batch_assets.scoring.device_example:FailureNet"
+ARCH = "batch_assets.demo.device_example:FailureNet"
 HOURS = ["2026-11-01-00:00", "2026-11-01-01:00", "2026-11-01-02:00"]
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from batch_assets.scoring.drift import (
+from batch_assets.core.drift import (
     EPS,
     DriftThresholds,
     assess,

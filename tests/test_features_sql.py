@@ -9,7 +9,8 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from batch_assets.scoring.warehouse import (
+from batch_assets.storage.lake import Lake
+from batch_assets.storage.warehouse import (
     FEATURE_COLUMNS,
     FEATURES_TABLE,
     RAW_COLUMNS,
@@ -17,7 +18,6 @@ from batch_assets.scoring.warehouse import (
     replace_features_partition,
     replace_raw_partition,
 )
-from batch_assets.storage.lake import Lake
 
 D = dt.date(2026, 9, 10)
 ROWS = [

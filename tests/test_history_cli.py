@@ -18,8 +18,8 @@ import pyarrow as pa
 import pytest
 
 from batch_assets.cli import main
-from batch_assets.scoring import warehouse as wh
 from batch_assets.settings import Settings
+from batch_assets.storage import warehouse as wh
 from batch_assets.storage.lake import Lake
 from tests.conftest import make_model
 

@@ -10,12 +10,12 @@ import dagster as dg
 import pytest
 
 from batch_assets import cli
+from batch_assets.core.names import InvalidName
+from batch_assets.core.registry import ModelRegistry
 from batch_assets.datasets import demo_spec
 from batch_assets.predictions import MODEL_VERSION_TAG, ScoredDatasetSpec, build_scored_asset
-from batch_assets.scoring.names import InvalidName
-from batch_assets.scoring.registry import ModelRegistry
-from batch_assets.scoring.warehouse import predictions_schema
 from batch_assets.storage.lake import Lake
+from batch_assets.storage.warehouse import predictions_schema
 from resources import build_resources
 from tests.conftest import write_artifact
 

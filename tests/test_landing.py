@@ -6,9 +6,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from batch_assets.scoring.demo_data import DemoConfig, write_landing
-from batch_assets.scoring.store import Store
-from batch_assets.scoring.warehouse import LandingError, landing_dir, read_landing_day
+from batch_assets.demo.data import DemoConfig, write_landing
+from batch_assets.storage.store import Store
+from batch_assets.storage.warehouse import LandingError, landing_dir, read_landing_day
 
 DEMO = DemoConfig(customers=50, days=3, start=dt.date(2026, 9, 1))
 D1, D2, D3 = DEMO.dates

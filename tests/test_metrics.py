@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from batch_assets.definitions import build_definitions
-from batch_assets.scoring.metrics import METRIC_NAMES, PartitionFigures, check_registry, run_registry
+from batch_assets.prometheus import METRIC_NAMES, PartitionFigures, check_registry, run_registry
 from batch_assets.settings import Settings
 from resources import MetricsResource
 from tests.servers import pushgateway, scrape

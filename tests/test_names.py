@@ -2,7 +2,7 @@ import datetime as dt
 
 import pytest
 
-from batch_assets.scoring.names import InvalidName, check_name, check_table, parse_partition_date, quote_table
+from batch_assets.core.names import InvalidName, check_name, check_table, parse_partition_date, quote_table
 
 HOSTILE = ["../x", "a/b", "x;DROP TABLE t", "a'b", 'a"b', "", " a", "..", "a..b", "-a", "a" * 65, "a\nb"]
 

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
+from batch_assets.core.model_format import load_artifact
 from batch_assets.datasets import demo_spec
 from batch_assets.definitions import build_definitions
 from batch_assets.predictions import MODEL_SHA_TAG, MODEL_VERSION_TAG, build_scored_asset
-from batch_assets.scoring.model_format import load_artifact
 from resources import build_resources
 from tests.conftest import drop_lake_column, lake_connection, make_model, write_artifact
 

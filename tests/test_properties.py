@@ -17,9 +17,9 @@ from deltalake import write_deltalake
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batch_assets.scoring.scorer import SchemaError
-from batch_assets.scoring.warehouse import connect_lake, replace_predictions_partition
+from batch_assets.core.scorer import SchemaError
 from batch_assets.storage.lake import Lake
+from batch_assets.storage.warehouse import connect_lake, replace_predictions_partition
 from tests.conftest import make_model
 
 FEATURES = ["a", "b", "c"]

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from batch_assets.scoring.model_format import ArtifactError
-from batch_assets.scoring.names import InvalidName
-from batch_assets.scoring.registry import (
+from batch_assets.core.model_format import ArtifactError
+from batch_assets.core.names import InvalidName
+from batch_assets.core.registry import (
     ChecksumMismatch,
     ModelNotFound,
     ModelRegistry,
@@ -112,7 +112,7 @@ def test_manifest_pointing_outside_the_version_folder_is_refused(registry, artif
 
 
 def test_artifact_whose_inputs_do_not_fit_the_network_is_refused(registry, tmp_path):
-    from batch_assets.scoring.model_format import save_artifact
+    from batch_assets.core.model_format import save_artifact
 
     path = save_artifact(
         make_model(4),

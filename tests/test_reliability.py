@@ -11,10 +11,10 @@ import time
 import dagster as dg
 import pytest
 
+from batch_assets.core.registry import ModelRegistry
 from batch_assets.datasets import demo_spec
 from batch_assets.definitions import build_definitions
 from batch_assets.predictions import build_scored_asset
-from batch_assets.scoring.registry import ModelRegistry
 from resources import build_resources
 from tests.conftest import drop_lake_column, lake_connection, write_artifact
 

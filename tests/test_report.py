@@ -6,9 +6,9 @@ import re
 
 import numpy as np
 
-from batch_assets.scoring.drift import DriftThresholds, reference_stats
-from batch_assets.scoring.plots import INLINE_MARKDOWN_LIMIT
-from batch_assets.scoring.report import score_report
+from batch_assets.core.drift import DriftThresholds, reference_stats
+from batch_assets.core.plots import INLINE_MARKDOWN_LIMIT
+from batch_assets.core.report import score_report
 
 DAY = dt.date(2026, 10, 25)
 

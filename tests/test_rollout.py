@@ -2,7 +2,7 @@
 never twice (across ticks and cursor resets), paused by a cancel, resumed without redoing finished work,
 stopped on failure."""
 
-from batch_assets.scoring.rollout import (
+from batch_assets.core.rollout import (
     ACTIVE,
     BROKEN,
     CANARY,

@@ -13,11 +13,11 @@ import pytest
 from dagster_aws.s3 import S3Resource
 from deltalake import DeltaTable
 
+from batch_assets.core.registry import ChecksumMismatch, ModelRegistry, VersionExists
 from batch_assets.definitions import build_definitions
-from batch_assets.scoring.demo_data import DemoConfig, write_landing
-from batch_assets.scoring.registry import ChecksumMismatch, ModelRegistry, VersionExists
-from batch_assets.scoring.store import S3Options, Store
+from batch_assets.demo.data import DemoConfig, write_landing
 from batch_assets.settings import Settings
+from batch_assets.storage.store import S3Options, Store
 from tests.conftest import lake_connection, write_artifact
 from tests.servers import moto_s3
 

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 import torch
 
-from batch_assets.scoring.scorer import SchemaError, ScoreStats, score_batches
+from batch_assets.core.scorer import SchemaError, ScoreStats, score_batches
 from tests.conftest import make_model
 
 FEATURES = ["a", "b", "c"]

@@ -11,13 +11,13 @@ from dagster._core.execution.backfill import BulkActionsFilter, BulkActionStatus
 from dagster._core.utils import make_new_backfill_id
 
 from batch_assets import rescore
+from batch_assets.core.model_format import save_artifact
+from batch_assets.core.registry import ModelRegistry
 from batch_assets.definitions import build_definitions
 from batch_assets.local_runs import execute_for_partition
 from batch_assets.predictions import MODEL_SHA_TAG, MODEL_VERSION_TAG
-from batch_assets.scoring.model_format import save_artifact
-from batch_assets.scoring.registry import ModelRegistry
-from batch_assets.scoring.warehouse import FEATURE_COLUMNS
 from batch_assets.sensors import ROLLOUT_CHUNK_TAG, ROLLOUT_ID_TAG, ROLLOUT_ROLE_TAG
+from batch_assets.storage.warehouse import FEATURE_COLUMNS
 from tests.conftest import SMALL_DEMO, lake_connection, make_model, open_state, write_artifact
 
 PREDS = dg.AssetKey(["predictions", "risk_scores"])

@@ -8,11 +8,11 @@ import dagster as dg
 import pytest
 import yaml
 
+from batch_assets.core.contracts import CUSTOMER_DAILY_CONTRACT
+from batch_assets.core.spec_file import SpecError, parse_spec
 from batch_assets.datasets import demo_spec
 from batch_assets.definitions import build_definitions
 from batch_assets.predictions import ScoredDatasetSpec
-from batch_assets.scoring.contracts import CUSTOMER_DAILY_CONTRACT
-from batch_assets.scoring.spec_file import SpecError, parse_spec
 from batch_assets.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent

@@ -11,11 +11,11 @@ from typing import NamedTuple
 import dagster as dg
 import pytest
 
+from batch_assets.core.plots import INLINE_MARKDOWN_LIMIT
+from batch_assets.core.registry import ModelRegistry
 from batch_assets.definitions import build_definitions
+from batch_assets.demo.data import DemoConfig, write_landing
 from batch_assets.local_runs import open_instance, run_partitions
-from batch_assets.scoring.demo_data import DemoConfig, write_landing
-from batch_assets.scoring.plots import INLINE_MARKDOWN_LIMIT
-from batch_assets.scoring.registry import ModelRegistry
 from batch_assets.settings import Settings
 from tests.conftest import make_model, write_artifact
 from tests.servers import browse_ui, dagster_dev, graphql, pushgateway, scrape

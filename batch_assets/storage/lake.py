@@ -34,7 +34,7 @@ import pyarrow.fs as pafs
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
-from batch_assets.scoring.names import check_identifier, check_table
+from batch_assets.core.names import check_identifier, check_table
 
 DELTA_LOG = "_delta_log"
 PARTITION_COLUMN = "partition_date"

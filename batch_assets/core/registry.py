@@ -1,6 +1,6 @@
 """A model registry on a folder or S3 prefix: immutable, checksummed versions, aliases and an event log.
 
-Layout under ``root`` (a local path or ``s3://bucket/prefix``, see :mod:`batch_assets.scoring.store`)::
+Layout under ``root`` (a local path or ``s3://bucket/prefix``, see :mod:`batch_assets.storage.store`)::
 
     <model>/<version>/model.safetensors   the artifact (see model_format)
     <model>/<version>/manifest.json       version, sha256, inputs, output, reference statistics, training
@@ -34,9 +34,9 @@ from typing import Any
 
 from torch import nn
 
-from batch_assets.scoring import model_format
-from batch_assets.scoring.names import check_name
-from batch_assets.scoring.store import S3Options, Store
+from batch_assets.core import model_format
+from batch_assets.core.names import check_name
+from batch_assets.storage.store import S3Options, Store
 
 ARTIFACT_NAME = "model.safetensors"
 MANIFEST_NAME = "manifest.json"

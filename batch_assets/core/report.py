@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from batch_assets.scoring.drift import DriftThresholds, assess, bin_fractions
-from batch_assets.scoring.plots import bin_shares_png, markdown_image
+from batch_assets.core.drift import DriftThresholds, assess, bin_fractions
+from batch_assets.core.plots import bin_shares_png, markdown_image
 
 
 def _fmt(value: Any) -> str:

@@ -15,11 +15,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow.dataset as pads
 
+from batch_assets.core.registry import ModelNotFound
+from batch_assets.demo import data as demo_data
+from batch_assets.demo import training
 from batch_assets.local_runs import QUIET, RunFailed, open_instance, run_partitions
-from batch_assets.scoring import demo_data, training
-from batch_assets.scoring.registry import ModelNotFound
-from batch_assets.scoring.warehouse import FEATURE_COLUMNS
 from batch_assets.settings import Settings
+from batch_assets.storage.warehouse import FEATURE_COLUMNS
 from partitions import FEATURE_WINDOW_DAYS
 from resources import shell_resources
 

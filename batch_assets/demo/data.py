@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batch_assets.scoring.warehouse import landing_dir
+from batch_assets.storage.warehouse import landing_dir
 
 COUNTRIES = np.array(["US", "GB", "DE", "FR", "ES", "IT", "NL", "BR", "IN", "NG", "RU", "CN"])
 HOME_COUNTRIES = 6  # customers live in the first six

@@ -17,8 +17,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.dataset as pads
 
-from batch_assets.scoring.warehouse import LandingError, features_schema
 from batch_assets.storage.lake import Lake
+from batch_assets.storage.warehouse import LandingError, features_schema
 
 # Placeholders a folder template may use.
 PLACEHOLDERS = ("partition", "date", "hour", "landing")

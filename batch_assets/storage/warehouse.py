@@ -25,16 +25,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from torch import nn
 
-from batch_assets.scoring.names import check_identifier, quote_table
-from batch_assets.scoring.scorer import (
+from batch_assets.core.names import check_identifier, quote_table
+from batch_assets.core.scorer import (
     DEFAULT_BATCH_MEMORY_MB,
     ScoreStats,
     batch_rows_for,
     check_columns,
     score_batches,
 )
-from batch_assets.scoring.store import Store
 from batch_assets.storage.lake import Lake
+from batch_assets.storage.store import Store
 
 RAW_TABLE = "raw.transactions"
 FEATURES_TABLE = "features.customer_daily"

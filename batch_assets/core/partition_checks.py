@@ -15,9 +15,9 @@ from typing import Any
 import duckdb
 import numpy as np
 
-from batch_assets.scoring.contracts import FeatureContract, validate_batches
-from batch_assets.scoring.drift import DriftResult, DriftThresholds, assess
-from batch_assets.scoring.names import check_identifier, quote_table
+from batch_assets.core.contracts import FeatureContract, validate_batches
+from batch_assets.core.drift import DriftResult, DriftThresholds, assess
+from batch_assets.core.names import check_identifier, quote_table
 
 SAMPLE_ROWS = 10
 

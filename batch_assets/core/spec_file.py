@@ -16,8 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from batch_assets.scoring.feature_files import template_fields
-from batch_assets.scoring.names import InvalidName, check_identifier, check_name, check_table
+from batch_assets.core.names import InvalidName, check_identifier, check_name, check_table
+from batch_assets.storage.feature_files import template_fields
 
 SPEC_SUFFIXES = (".yaml", ".yml")
 PARTITION_FORMATS = {"daily": "%Y-%m-%d", "hourly": "%Y-%m-%d-%H:%M"}

@@ -15,8 +15,8 @@ import torch
 from scipy.stats import rankdata
 from torch import nn
 
-from batch_assets.scoring.drift import reference_stats
-from batch_assets.scoring.model_format import TabularMLP, save_artifact
+from batch_assets.core.drift import reference_stats
+from batch_assets.core.model_format import TabularMLP, save_artifact
 
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:

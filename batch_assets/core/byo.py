@@ -29,8 +29,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from torch import nn
 
-from batch_assets.scoring.drift import reference_stats
-from batch_assets.scoring.model_format import (
+from batch_assets.core.drift import reference_stats
+from batch_assets.core.model_format import (
     ARTIFACT_FORMAT,
     ArtifactError,
     import_architecture,
