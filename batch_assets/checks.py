@@ -25,10 +25,12 @@ import dagster as dg
 from batch_assets.core import partition_checks as pc
 from batch_assets.core.names import check_identifier, quote_table
 from batch_assets.core.registry import ModelNotFound, ModelVersion
+from batch_assets.core.spec_file import SpecFile
 from batch_assets.errors import RETRY_POLICY
 from batch_assets.history import latest_materializations
+from batch_assets.keys import features_key, partition_value, partitions_of, scores_key
 from batch_assets.observability import push_check_metrics
-from batch_assets.predictions import MODEL_VERSION_TAG, ScoredDatasetSpec
+from batch_assets.predictions import MODEL_VERSION_TAG
 from partitions import FEATURE_WINDOW_DAYS
 from resources import MetricsResource, ModelRegistryResource, WarehouseResource
 
@@ -99,23 +101,23 @@ class Partition:
 
     def __init__(
         self,
-        spec: ScoredDatasetSpec,
+        spec: SpecFile,
         key: str,
         con: Any,
         lookups: StepLookups,
         tables: dict[str, str],
     ):
         self.spec, self.key, self.con, self.lookups = spec, key, con, lookups
-        self.day = spec.partition_value(key)
+        self.day = partition_value(spec, key)
         self.registry = lookups.registry
-        self.features_table = tables.get("features", spec.features_table)
-        self.output_table = tables.get("output", spec.output_table)
-        self.dead_letter_table = tables.get("dead_letters", spec.dead_letter_table)
+        self.features_table = tables.get("features", spec.features.table)
+        self.output_table = tables.get("output", spec.output.table)
+        self.dead_letter_table = tables.get("dead_letters", spec.output.dead_letter_table)
 
     @cached_property
     def scored(self) -> dict[str, Any] | None:
         """Model version, sha256 and run id of the partition's latest materialization (None: never)."""
-        record = self.lookups.latest(self.spec.asset_key, self.key)
+        record = self.lookups.latest(scores_key(self.spec), self.key)
         if record is None:
             return None
         md = record.asset_materialization.metadata
@@ -127,12 +129,12 @@ class Partition:
         return value
 
     def model(self, version: str) -> ModelVersion:
-        return self.lookups.model(self.spec.model_name, version)
+        return self.lookups.model(self.spec.model.name, version)
 
     @cached_property
     def incomplete_window(self) -> str | None:
         """Why drift cannot be judged: the features were built on less history than their full window."""
-        record = self.lookups.latest(self.spec.features_asset, self.key)
+        record = self.lookups.latest(features_key(self.spec), self.key)
         if record is None:
             return None
         md = record.asset_materialization.metadata
@@ -159,7 +161,7 @@ def judge_completeness(p: Partition) -> Verdict:
             features_table=p.features_table,
             output_table=p.output_table,
             dead_letter_table=p.dead_letter_table,
-            key=p.spec.key_column,
+            key=p.spec.features.key,
         )
     )
 
@@ -171,7 +173,7 @@ def judge_dead_letters(p: Partition) -> Verdict:
             day=p.day,
             features_table=p.features_table,
             dead_letter_table=p.dead_letter_table,
-            max_fraction=p.spec.max_dead_letter_fraction,
+            max_fraction=p.spec.checks.max_dead_letter_fraction,
         )
     )
 
@@ -181,7 +183,9 @@ def judge_validity(p: Partition) -> Verdict:
         return p.unscored()
     low, high = p.model(p.scored["model_version"]).output_range
     return to_verdict(
-        pc.validity(p.con, day=p.day, output_table=p.output_table, key=p.spec.key_column, low=low, high=high)
+        pc.validity(
+            p.con, day=p.day, output_table=p.output_table, key=p.spec.features.key, low=low, high=high
+        )
     )
 
 
@@ -197,8 +201,8 @@ def judge_provenance(p: Partition) -> Verdict:
             p.con,
             day=p.day,
             output_table=p.output_table,
-            key=p.spec.key_column,
-            model_name=p.spec.model_name,
+            key=p.spec.features.key,
+            model_name=p.spec.model.name,
             model_version=p.scored["model_version"],
             run_id=p.scored["run_id"],
             recorded_sha256=p.scored["model_sha256"],
@@ -219,7 +223,7 @@ def judge_score_drift(p: Partition) -> Verdict:
             day=p.day,
             output_table=p.output_table,
             reference=manifest.get("reference", {}).get("score"),
-            thresholds=p.spec.score_drift,
+            thresholds=p.spec.checks.score_drift,
         )
     )
 
@@ -228,7 +232,7 @@ def judge_feature_drift(p: Partition) -> Verdict:
     if p.incomplete_window:
         return not_judged(p.incomplete_window)
     try:
-        info = p.registry.get_registry().resolve(p.spec.model_name, p.spec.model_alias)
+        info = p.registry.get_registry().resolve(p.spec.model.name, p.spec.model.alias)
     except ModelNotFound as exc:
         return not_judged(f"not judged: {exc}", "no_reference")
     outcome = pc.feature_drift(
@@ -236,15 +240,14 @@ def judge_feature_drift(p: Partition) -> Verdict:
         day=p.day,
         features_table=p.features_table,
         references=info.manifest.get("reference", {}).get("features", {}),
-        thresholds=p.spec.feature_drift,
-        per_feature=p.spec.feature_drift_overrides,
+        thresholds=p.spec.checks.feature_drift,
+        per_feature=p.spec.checks.feature_drift_overrides,
     )
     outcome.metadata["reference_model_version"] = info.version
     return to_verdict(outcome)
 
 
 def judge_contract(p: Partition) -> Verdict:
-    assert p.spec.contract is not None
     return to_verdict(
         pc.contract(p.con, day=p.day, features_table=p.features_table, feature_contract=p.spec.contract)
     )
@@ -258,8 +261,7 @@ class Check:
     asset: str  # PREDICTIONS or FEATURES
     blocking: bool
     judge: Callable[[Partition], Verdict]
-    describe: Callable[[ScoredDatasetSpec], str]
-    applies: Callable[[ScoredDatasetSpec], bool] = lambda spec: True
+    describe: Callable[[SpecFile], str]
 
 
 CHECKS: tuple[Check, ...] = (
@@ -279,7 +281,7 @@ CHECKS: tuple[Check, ...] = (
         True,
         judge_dead_letters,
         lambda s: (
-            f"At most {s.max_dead_letter_fraction:.0%} of the feature rows are dead-lettered; the "
+            f"At most {s.checks.max_dead_letter_fraction:.0%} of the feature rows are dead-lettered; the "
             "reasons and a sample are attached."
         ),
     ),
@@ -307,8 +309,8 @@ CHECKS: tuple[Check, ...] = (
         judge_score_drift,
         lambda s: (
             f"PSI and KS of the scores against the model's reference scores: warn above PSI "
-            f"{s.score_drift.psi_warn}, error above {s.score_drift.psi_error}; fewer than "
-            f"{s.score_drift.min_rows} rows are not judged."
+            f"{s.checks.score_drift.psi_warn}, error above {s.checks.score_drift.psi_error}; fewer than "
+            f"{s.checks.score_drift.min_rows} rows are not judged."
         ),
     ),
     Check(
@@ -317,7 +319,7 @@ CHECKS: tuple[Check, ...] = (
         False,
         judge_feature_drift,
         lambda s: (
-            f"Per-column PSI/KS of the features against the reference in the {s.model_alias} "
+            f"Per-column PSI/KS of the features against the reference in the {s.model.alias} "
             "model's manifest (warn only)."
         ),
     ),
@@ -329,9 +331,8 @@ CHECKS: tuple[Check, ...] = (
         lambda s: (
             "The pandera contract of the feature table (columns, dtypes, nullability, hard limits): "
             "blocking on a structural break or more than "
-            f"{s.contract.max_bad_row_fraction:.0%} bad rows, a warning below that."
+            f"{s.features.max_bad_row_fraction:.0%} bad rows, a warning below that."
         ),
-        applies=lambda s: s.contract is not None,
     ),
 )
 
@@ -339,16 +340,16 @@ CHECKS: tuple[Check, ...] = (
 BLOCKING_PREDICTION_CHECKS = tuple(c.name for c in CHECKS if c.blocking and c.asset == PREDICTIONS)
 
 
-def snapshot_partition(con: Any, spec: ScoredDatasetSpec, day: Any) -> dict[str, str]:
+def snapshot_partition(con: Any, spec: SpecFile, day: Any) -> dict[str, str]:
     """Read one partition's predictions, dead letters and feature keys from the lake once, into tables of
     the connection's in-memory database; the prediction checks then judge that one snapshot."""
-    key = f'"{check_identifier(spec.key_column)}"'
+    key = f'"{check_identifier(spec.features.key)}"'
     con.execute(f'CREATE SCHEMA IF NOT EXISTS "{SNAPSHOT}"')
     # names are validated identifiers, quoted; the day is a parameter
     reads = {
-        "output": f"SELECT * FROM {quote_table(spec.output_table)}",  # noqa: S608
-        "dead_letters": f"SELECT * FROM {quote_table(spec.dead_letter_table)}",  # noqa: S608
-        "features": f"SELECT {key}, partition_date FROM {quote_table(spec.features_table)}",  # noqa: S608
+        "output": f"SELECT * FROM {quote_table(spec.output.table)}",  # noqa: S608
+        "dead_letters": f"SELECT * FROM {quote_table(spec.output.dead_letter_table)}",  # noqa: S608
+        "features": f"SELECT {key}, partition_date FROM {quote_table(spec.features.table)}",  # noqa: S608
     }
     tables = {}
     for name, select in reads.items():
@@ -360,11 +361,9 @@ def snapshot_partition(con: Any, spec: ScoredDatasetSpec, day: Any) -> dict[str,
     return tables
 
 
-def build_multi_check(
-    spec: ScoredDatasetSpec, asset: str, checks: Sequence[Check]
-) -> dg.AssetChecksDefinition:
+def build_multi_check(spec: SpecFile, asset: str, checks: Sequence[Check]) -> dg.AssetChecksDefinition:
     """One step judging ``checks`` for every partition of its run."""
-    asset_key = spec.asset_key if asset == PREDICTIONS else spec.features_asset
+    asset_key = scores_key(spec) if asset == PREDICTIONS else features_key(spec)
     by_name = {c.name: c for c in checks}
     with warnings.catch_warnings():  # partitioned check specs are a preview in 1.13 (checks per partition)
         warnings.simplefilter("ignore", dg.PreviewWarning)
@@ -374,7 +373,7 @@ def build_multi_check(
                 asset=asset_key,
                 blocking=c.blocking,
                 description=c.describe(spec),
-                partitions_def=spec.partitions_def,
+                partitions_def=partitions_of(spec),
             )
             for c in checks
         ]
@@ -397,12 +396,12 @@ def build_multi_check(
         selected.sort(key=lambda c: list(by_name).index(c.name))
         verdicts: dict[str, dict[str, Verdict]] = {c.name: {} for c in selected}
         lookups = StepLookups(context.instance, model_registry, context.partition_keys)
-        reads = [spec.features_table]
+        reads = [spec.features.table]
         if asset == PREDICTIONS:
-            reads += [spec.output_table, spec.dead_letter_table]
+            reads += [spec.output.table, spec.output.dead_letter_table]
         with warehouse.connect(tables=reads) as con:
             for key in context.partition_keys:
-                day = spec.partition_value(key)
+                day = partition_value(spec, key)
                 tables = snapshot_partition(con, spec, day) if asset == PREDICTIONS else {}
                 part = Partition(spec, key, con, lookups, tables)
                 for check in selected:
@@ -426,11 +425,9 @@ def build_multi_check(
     return _checks
 
 
-def build_checks(spec: ScoredDatasetSpec) -> list[dg.AssetChecksDefinition]:
+def build_checks(spec: SpecFile) -> list[dg.AssetChecksDefinition]:
     """The checks of ``spec``'s predictions asset and of the features asset it scores, two steps."""
-    out = []
-    for asset in (PREDICTIONS, FEATURES):
-        checks = [c for c in CHECKS if c.asset == asset and c.applies(spec)]
-        if checks:
-            out.append(build_multi_check(spec, asset, checks))
-    return out
+    return [
+        build_multi_check(spec, asset, [c for c in CHECKS if c.asset == asset])
+        for asset in (PREDICTIONS, FEATURES)
+    ]

@@ -44,12 +44,13 @@ from batch_assets.core.model_format import ArtifactError
 from batch_assets.core.names import InvalidName, check_table, parse_partition_date
 from batch_assets.core.registry import ModelRegistry, ModelVersion, RegistryError
 from batch_assets.core.spec_file import SpecError
+from batch_assets.keys import partition_value, partitions_of
 from batch_assets.settings import Settings
 
 if TYPE_CHECKING:
     import duckdb
 
-    from batch_assets.predictions import ScoredDatasetSpec
+    from batch_assets.core.spec_file import SpecFile
     from batch_assets.storage.lake import Lake, Write
     from resources.warehouse import WarehouseResource
 
@@ -254,13 +255,10 @@ def cmd_specs_check(args: argparse.Namespace) -> int:
     if not locations:
         print("error: name spec files or folders, or set BATCH_ASSETS_SPECS", file=sys.stderr)
         return 2
-    for dataset in load_datasets(locations):
-        built = build_dataset(dataset, window=None, max_per_tick=1)
-        spec = dataset.spec
-        print(f"{dataset.path}: ok")
-        print(
-            f"  partitions: {dataset.file.partitioning.type} from {spec.partitions_def.get_first_partition_key()}"
-        )
+    for spec in load_datasets(locations):
+        built = build_dataset(spec, window=None, max_per_tick=1)
+        print(f"{spec.source}: ok")
+        print(f"  partitions: {spec.partitioning.type} from {partitions_of(spec).get_first_partition_key()}")
         print(f"  assets:     {', '.join(a.key.to_user_string() for a in built.assets or [])}")
         checks = sorted(
             f"{k.asset_key.path[-1]}:{k.name}" for c in built.asset_checks or [] for k in c.check_keys
@@ -338,7 +336,7 @@ def _int_or_none(value: object) -> int | None:
         return None
 
 
-def _partition_literal(text: str, spec: ScoredDatasetSpec | None = None) -> str:
+def _partition_literal(text: str, spec: SpecFile | None = None) -> str:
     """The partition a Delta commit records (``2026-10-12``, ``2026-10-02 03:00:00``) for a partition
     argument: a dataset's partition key, a day ``YYYY-MM-DD`` or an ISO timestamp (naive UTC)."""
     from batch_assets.storage.lake import partition_literal
@@ -346,7 +344,7 @@ def _partition_literal(text: str, spec: ScoredDatasetSpec | None = None) -> str:
     first: Exception | None = None
     if spec is not None:
         try:
-            return partition_literal(spec.partition_value(text))
+            return partition_literal(partition_value(spec, text))
         except (InvalidName, ValueError) as exc:
             first = exc
     if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
@@ -399,9 +397,7 @@ def table_history(lake: Lake, table: str, partition: str | None = None) -> list[
     return [_write_record(w) for w in writes]
 
 
-def dataset_history(
-    lake: Lake, spec: ScoredDatasetSpec, partition: str | None = None
-) -> list[dict[str, Any]]:
+def dataset_history(lake: Lake, spec: SpecFile, partition: str | None = None) -> list[dict[str, Any]]:
     """Every write of a scored dataset's partitions, newest first: each predictions commit joined with the
     dead-letters commit that closed it (same run, same partition, the first one after it).
 
@@ -409,14 +405,14 @@ def dataset_history(
     progress) is listed with ``complete: false``; so is a dead-letters commit whose predictions commit the
     log no longer holds.
     """
-    _require_table(lake, spec.output_table, f"dataset {spec.name}")
-    preds = [w for w in lake.history(spec.output_table, partition) if w.partition is not None]
+    _require_table(lake, spec.output.table, f"dataset {spec.name}")
+    preds = [w for w in lake.history(spec.output.table, partition) if w.partition is not None]
     deads = []
-    if lake.exists(spec.dead_letter_table):
+    if lake.exists(spec.output.dead_letter_table):
         deads = [
             w
-            for w in lake.history(spec.dead_letter_table, partition)
-            if w.partition is not None and w.metadata.get("closes") == spec.output_table
+            for w in lake.history(spec.output.dead_letter_table, partition)
+            if w.partition is not None and w.metadata.get("closes") == spec.output.table
         ]
     # oldest first, a predictions commit before a dead-letters commit of the same millisecond
     events = sorted(
@@ -519,7 +515,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         spec = dataset_spec(settings, name)
         partition = _partition_literal(args.partition, spec) if args.partition else None
         rows = dataset_history(lake, spec, partition)
-        title = f"history of {spec.name} ({spec.output_table} + {spec.dead_letter_table})"
+        title = f"history of {spec.name} ({spec.output.table} + {spec.output.dead_letter_table})"
         headers = ["WHEN (UTC)", "VERSIONS", "PARTITION", "RUN", "MODEL", "ROWS", "DEAD", "INPUT SHA256", ""]
         table = [
             [
@@ -542,7 +538,7 @@ def cmd_history(args: argparse.Namespace) -> int:
             for r in rows
         ]
         legend = [
-            f"VERSIONS: the version of {spec.output_table} / of {spec.dead_letter_table} each write committed",
+            f"VERSIONS: the version of {spec.output.table} / of {spec.output.dead_letter_table} each write committed",
             "ROWS: predictions written; DEAD: dead letters; WHEN: the write's last commit (use it as query --as-of)",
         ]
     if args.json:

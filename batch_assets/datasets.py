@@ -8,7 +8,6 @@ sensor. Spec files come from ``BATCH_ASSETS_SPECS`` (files or folders, separated
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -18,94 +17,63 @@ import dagster as dg
 from batch_assets.checks import build_checks
 from batch_assets.core.spec_file import SpecError, SpecFile, load_spec_file, spec_paths
 from batch_assets.errors import permanent_errors
-from batch_assets.observability import Stopwatch
-from batch_assets.predictions import (
-    ScoredDatasetSpec,
-    build_model_source,
-    build_scored_asset,
-    build_summary_asset,
-    spec_from_file,
+from batch_assets.keys import (
+    features_key,
+    partition_value,
+    partitions_of,
+    pipeline_job_name,
+    score_job_name,
 )
+from batch_assets.observability import Stopwatch
+from batch_assets.predictions import build_model_source, build_scored_asset, build_summary_asset
 from batch_assets.sensors import build_rollout_sensor
 from batch_assets.storage.feature_files import partition_folder, read_feature_files, replace_feature_partition
 from resources import LandingResource, WarehouseResource
-
-
-@dataclass(frozen=True)
-class ScoredDataset:
-    """A spec file, where it was read from, and the :class:`ScoredDatasetSpec` it describes."""
-
-    file: SpecFile
-    path: Path
-    spec: ScoredDatasetSpec = field(init=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "spec", spec_from_file(self.file))
-
-    @property
-    def pipeline_job_name(self) -> str:
-        return f"{self.spec.name}_pipeline"
-
-    @property
-    def score_job_name(self) -> str:
-        return f"score_{self.spec.name}"
-
 
 # The demo pipeline, daily card-transaction risk scoring, is a spec file like any other.
 DEMO_SPEC_FILE = Path(__file__).resolve().parent / "specs" / "risk_scores.yaml"
 
 
 @cache
-def demo_dataset() -> ScoredDataset:
-    """The demo's dataset, read from ``specs/risk_scores.yaml`` on first use (not at import)."""
-    return ScoredDataset(load_spec_file(DEMO_SPEC_FILE), DEMO_SPEC_FILE)
+def demo_spec() -> SpecFile:
+    """The demo's spec, read from ``specs/risk_scores.yaml`` on first use (not at import)."""
+    return load_spec_file(DEMO_SPEC_FILE)
 
 
-def demo_spec() -> ScoredDatasetSpec:
-    return demo_dataset().spec
-
-
-def load_datasets(locations: list[Path]) -> list[ScoredDataset]:
+def load_datasets(locations: list[Path]) -> list[SpecFile]:
     """Every spec file at ``locations``; names, tables and models must not clash with each other or the demo."""
-    datasets = [ScoredDataset(load_spec_file(p), p) for p in spec_paths(locations)]
-    demo = demo_spec()
-    seen: dict[tuple[str, str], str] = {
-        ("name", demo.name): "the demo",
-        ("output.table", demo.output_table): "the demo",
-        ("model.name", demo.model_name): "the demo",
-        ("features.asset", demo.features_asset.to_user_string()): "the demo",
-    }
-    for ds in datasets:
-        s = ds.spec
+    specs = [load_spec_file(p) for p in spec_paths(locations)]
+    seen: dict[tuple[str, str], str] = {}
+    for spec, source in [(demo_spec(), "the demo"), *((s, str(s.source)) for s in specs)]:
         for field_name, value in [
-            ("name", s.name),
-            ("output.table", s.output_table),
-            ("model.name", s.model_name),
-            ("features.asset", s.features_asset.to_user_string()),
+            ("name", spec.name),
+            ("output.table", spec.output.table),
+            ("model.name", spec.model.name),
+            ("features.asset", spec.features.asset),
         ]:
             other = seen.get((field_name, value))
             if other:
                 raise SpecError(
-                    f"{ds.path}: invalid spec\n  {field_name}: {value!r} is already used by {other}"
+                    f"{source}: invalid spec\n  {field_name}: {value!r} is already used by {other}"
                 )
-            seen[(field_name, value)] = str(ds.path)
-    return datasets
+            seen[(field_name, value)] = source
+    return specs
 
 
-def build_file_features_asset(dataset: ScoredDataset) -> dg.AssetsDefinition:
+def build_file_features_asset(spec: SpecFile) -> dg.AssetsDefinition:
     """The features asset of a spec with ``features.files``: one partition folder of Parquet files per run."""
-    spec, features = dataset.spec, dataset.file.features
+    features, path = spec.features, spec.source or Path("spec.yaml")
     columns = list(features.columns)
-    base = dataset.path.parent
+    base = path.parent
 
     @dg.asset(
-        key=spec.features_asset,
+        key=features_key(spec),
         group_name="features",
-        partitions_def=spec.partitions_def,
+        partitions_def=partitions_of(spec),
         kinds={"deltalake", "parquet"},
         description=(
             f"{features.table}: {features.key} and {len(columns)} feature columns of each partition, loaded "
-            f"from the Parquet files in {features.files} (relative to {base}); built from {dataset.path.name}."
+            f"from the Parquet files in {features.files} (relative to {base}); built from {path.name}."
         ),
         metadata={
             "dagster/column_schema": dg.TableSchema(
@@ -115,7 +83,7 @@ def build_file_features_asset(dataset: ScoredDataset) -> dg.AssetsDefinition:
                 ]
                 + [dg.TableColumn(c, "DOUBLE") for c in columns]
             ),
-            "spec_file": str(dataset.path),
+            "spec_file": str(path),
         },
     )
     def _features(
@@ -123,7 +91,7 @@ def build_file_features_asset(dataset: ScoredDataset) -> dg.AssetsDefinition:
     ) -> dg.MaterializeResult:
         watch = Stopwatch()
         key = context.partition_key
-        value = spec.partition_value(key)
+        value = partition_value(spec, key)
         with permanent_errors():
             folder = partition_folder(
                 features.files or "",
@@ -159,7 +127,7 @@ def build_file_features_asset(dataset: ScoredDataset) -> dg.AssetsDefinition:
 
 
 def build_dataset(
-    dataset: ScoredDataset,
+    spec: SpecFile,
     *,
     window: int | None,
     max_per_tick: int,
@@ -174,36 +142,35 @@ def build_dataset(
     writes the table) unless ``features`` gives the assets that compute it (the demo's raw and SQL
     feature assets); ``pipeline_job`` and ``score_job`` rename the two jobs.
     """
-    spec = dataset.spec
     materialized_features: list[Any] = list(features or [])
-    if features is None and dataset.file.features.files:
-        materialized_features = [build_file_features_asset(dataset)]
+    if features is None and spec.features.files:
+        materialized_features = [build_file_features_asset(spec)]
     declared: list[Any] = []
     if not materialized_features:  # another tool writes the table: the asset is declared, not materialized
         declared = [
             dg.AssetSpec(
-                key=spec.features_asset,
+                key=features_key(spec),
                 group_name="features",
-                partitions_def=spec.partitions_def,
-                description=f"{spec.features_table}, written outside this code location (external asset).",
+                partitions_def=partitions_of(spec),
+                description=f"{spec.features.table}, written outside this code location (external asset).",
             )
         ]
     scored = build_scored_asset(spec)
     summary = build_summary_asset(spec)
     model = build_model_source(spec)
     pipeline = dg.define_asset_job(
-        pipeline_job or dataset.pipeline_job_name,
+        pipeline_job or pipeline_job_name(spec),
         selection=dg.AssetSelection.assets(scored, summary, *materialized_features)
-        | dg.AssetSelection.checks_for_assets(spec.features_asset),
+        | dg.AssetSelection.checks_for_assets(features_key(spec)),
         description=f"The whole chain of {spec.name} for one partition: features -> predictions -> summary, "
         "with every check.",
     )
     score = dg.define_asset_job(
-        score_job or dataset.score_job_name,
+        score_job or score_job_name(spec),
         selection=dg.AssetSelection.assets(scored, summary)
-        | dg.AssetSelection.checks_for_assets(spec.features_asset),
-        description=f"Check one partition of {spec.features_asset.to_user_string()}, score it with "
-        f"{spec.model_name}@{spec.model_alias}, check the scores and publish the summary.",
+        | dg.AssetSelection.checks_for_assets(features_key(spec)),
+        description=f"Check one partition of {features_key(spec).to_user_string()}, score it with "
+        f"{spec.model.name}@{spec.model.alias}, check the scores and publish the summary.",
     )
     return dg.Definitions(
         assets=[*materialized_features, *declared, model, scored, summary],

@@ -1,40 +1,30 @@
 """Stage 3, predictions: a factory that builds a scored-predictions asset (and its model source) from a spec.
 
 The demo's ``predictions/risk_scores`` and ``predictions/risk_summary`` are one instance of it, read from
-``specs/risk_scores.yaml`` when the definitions are built (``datasets.demo_dataset``), never at import. A user scores their own dataset by writing such a spec file (validated by
-``core.spec_file``, turned into a :class:`ScoredDatasetSpec` by :func:`spec_from_file`, wired by
+``specs/risk_scores.yaml`` when the definitions are built (``datasets.demo_spec``), never at import. A
+user scores their own dataset by writing such a spec file (a ``core.spec_file.SpecFile``, wired by
 ``batch_assets.datasets``), not by copying code.
 """
 
 import datetime as dt
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
 import torch
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
-from batch_assets.core.contracts import ColumnRule, FeatureContract
-from batch_assets.core.drift import DriftThresholds
-from batch_assets.core.names import (
-    InvalidName,
-    check_identifier,
-    check_name,
-    check_table,
-    parse_partition_date,
-)
 from batch_assets.core.registry import ModelNotFound, ModelVersion
 from batch_assets.core.report import score_report
 from batch_assets.core.scorer import ScoreStats
-from batch_assets.core.spec_file import Drift, Partitioning, SpecFile
+from batch_assets.core.spec_file import SpecFile
 from batch_assets.errors import RETRY_POLICY, permanent_errors
 from batch_assets.history import scored_versions
 from batch_assets.k8s import scoring_op_tags
+from batch_assets.keys import features_key, model_key, partition_value, partitions_of, scores_key, summary_key
 from batch_assets.observability import Stopwatch, peak_rss_mb, push_partition_metrics
 from batch_assets.storage.warehouse import replace_predictions_partition, replace_summary_partition
-from partitions import DAILY_START_DATE, daily_partitions
 from resources import (
     ComputeResource,
     MetricsResource,
@@ -51,84 +41,17 @@ MODEL_SHA_TAG = "batch-assets/model_sha256"
 SCORING_POOL = "scoring"
 
 
-@dataclass(frozen=True)
-class ScoredDatasetSpec:
-    """What to score with which model, where the scores go, and how each partition is checked."""
-
-    name: str
-    features_asset: dg.AssetKey
-    features_table: str
-    model_name: str
-    output_table: str
-    key_column: str = "entity_id"
-    model_alias: str = "champion"
-    group_name: str = "predictions"
-    partitions_def: dg.PartitionsDefinition = field(default=daily_partitions)
-    dead_letter_table: str = "predictions.dead_letters"
-    summary_table: str = "predictions.risk_summary"
-    contract: FeatureContract | None = None
-    max_dead_letter_fraction: float = 0.01
-    score_drift: DriftThresholds = field(default_factory=DriftThresholds)
-    feature_drift: DriftThresholds = field(default_factory=DriftThresholds)
-    feature_drift_overrides: Mapping[str, DriftThresholds] = field(default_factory=dict)
-    high_risk_threshold: float = 0.8
-    batch_rows: int | None = None  # None: sized from the compute resource's batch memory budget
-    backfill_chunk: int = 60  # partitions per backfill run; spec files set scoring.backfill_chunk
-    description: str = ""
-
-    def __post_init__(self) -> None:
-        check_identifier(self.name)
-        for table in (self.features_table, self.output_table, self.dead_letter_table, self.summary_table):
-            check_table(table)
-        check_identifier(self.key_column)
-        check_name("model name", self.model_name)
-        check_name("model alias", self.model_alias)
-        if not 0 <= self.max_dead_letter_fraction <= 1:
-            raise ValueError(
-                f"max_dead_letter_fraction must be in [0, 1], got {self.max_dead_letter_fraction}"
-            )
-
-    @property
-    def partition_type(self) -> str:
-        """SQL type of ``partition_date`` in this dataset's tables: DATE when daily, else TIMESTAMP."""
-        return "DATE" if getattr(self.partitions_def, "fmt", "%Y-%m-%d") == "%Y-%m-%d" else "TIMESTAMP"
-
-    def partition_value(self, key: str) -> dt.date:
-        """The ``partition_date`` value of partition ``key``: its day, or its window's start (naive UTC)."""
-        if self.partition_type == "DATE":
-            return parse_partition_date(key)
-        if not isinstance(self.partitions_def, dg.TimeWindowPartitionsDefinition):
-            raise InvalidName(f"partition key {key!r}: only time-window partitions are supported")
-        try:
-            start = self.partitions_def.time_window_for_partition_key(key).start
-        except ValueError as exc:
-            raise InvalidName(f"invalid partition key {key!r} of {self.name}: {exc}") from exc
-        return start.astimezone(dt.UTC).replace(tzinfo=None)
-
-    @property
-    def asset_key(self) -> dg.AssetKey:
-        return dg.AssetKey([self.group_name, self.name])
-
-    @property
-    def summary_asset_key(self) -> dg.AssetKey:
-        return dg.AssetKey([self.group_name, self.name.removesuffix("_scores") + "_summary"])
-
-    @property
-    def model_asset_key(self) -> dg.AssetKey:
-        return dg.AssetKey(["models", self.model_name])
-
-
 def resolve_model_version(
-    context: dg.AssetExecutionContext, registry: ModelRegistryResource, spec: ScoredDatasetSpec
+    context: dg.AssetExecutionContext, registry: ModelRegistryResource, spec: SpecFile
 ) -> ModelVersion:
     """The version this run scores with: pinned by run tag when present, else the alias, resolved once."""
     reg = registry.get_registry()
     pinned = context.run.tags.get(MODEL_VERSION_TAG)
-    info = reg.get(spec.model_name, pinned) if pinned else reg.resolve(spec.model_name, spec.model_alias)
+    info = reg.get(spec.model.name, pinned) if pinned else reg.resolve(spec.model.name, spec.model.alias)
     pinned_sha = context.run.tags.get(MODEL_SHA_TAG)
     if pinned_sha and pinned_sha != info.sha256:
         raise dg.Failure(
-            f"run pins {spec.model_name}/{info.version} with sha256 {pinned_sha}, but the registry manifest "
+            f"run pins {spec.model.name}/{info.version} with sha256 {pinned_sha}, but the registry manifest "
             f"says {info.sha256}: refusing to score",
             allow_retries=False,
         )
@@ -138,22 +61,22 @@ def resolve_model_version(
 def model_observation(
     instance: dg.DagsterInstance,
     model_registry: ModelRegistryResource,
-    spec: ScoredDatasetSpec,
+    spec: SpecFile,
     just_scored: Mapping[str, str] | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """The model asset's data version (``<version>@<sha256>`` of the alias) and what its page shows: which
     version scored which partitions, how many are behind, the promotions. ``just_scored`` (partition ->
     version) adds what the running step wrote, which the instance records only once the step ends."""
     reg = model_registry.get_registry()
-    info = reg.resolve(spec.model_name, spec.model_alias)
-    promotions = [e for e in reg.events(spec.model_name) if e.get("event") == "promote"]
-    scored = scored_versions(instance, spec.asset_key) | dict(just_scored or {})
+    info = reg.resolve(spec.model.name, spec.model.alias)
+    promotions = [e for e in reg.events(spec.model.name) if e.get("event") == "promote"]
+    scored = scored_versions(instance, scores_key(spec)) | dict(just_scored or {})
     by_version: dict[str, list[str]] = {}
     for partition, version in sorted(scored.items()):
         by_version.setdefault(version, []).append(partition)
     return f"{info.version}@{info.sha256}", {
-        "model_name": spec.model_name,
-        "alias": spec.model_alias,
+        "model_name": spec.model.name,
+        "alias": spec.model.alias,
         "model_version": info.version,
         "model_sha256": info.sha256,
         "registered_at": info.manifest["created_at"],
@@ -172,18 +95,18 @@ def model_observation(
     }
 
 
-def build_model_source(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
+def build_model_source(spec: SpecFile) -> dg.AssetsDefinition:
     """An observable source asset whose data version is the aliased version and its sha256."""
 
     # an AssetSpec keeps the owners, which observable_source_asset (a SourceAsset) drops in Dagster 1.13
     @dg.multi_observable_source_asset(
-        name=f"observe_{spec.model_name}",
+        name=f"observe_{spec.model.name}",
         specs=[
             dg.AssetSpec(
-                spec.model_asset_key,
+                model_key(spec),
                 group_name="models",
                 description=(
-                    f"The {spec.model_name!r} model version behind alias {spec.model_alias!r} in the model "
+                    f"The {spec.model.name!r} model version behind alias {spec.model.alias!r} in the model "
                     "registry. Its data version is '<version>@<sha256>', so a promotion marks the scores "
                     "downstream stale."
                 ),
@@ -195,31 +118,31 @@ def build_model_source(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
     def _model(context: dg.AssetExecutionContext, model_registry: ModelRegistryResource) -> dg.ObserveResult:
         version, metadata = model_observation(context.instance, model_registry, spec)
         return dg.ObserveResult(
-            asset_key=spec.model_asset_key, data_version=dg.DataVersion(version), metadata=metadata
+            asset_key=model_key(spec), data_version=dg.DataVersion(version), metadata=metadata
         )
 
     return _model
 
 
-def build_scored_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
+def build_scored_asset(spec: SpecFile) -> dg.AssetsDefinition:
     """The partitioned predictions asset of ``spec``: score one features partition, replace it atomically."""
 
     @dg.asset(
         retry_policy=RETRY_POLICY,
-        key=spec.asset_key,
-        group_name=spec.group_name,
-        partitions_def=spec.partitions_def,
-        deps=[spec.features_asset, spec.model_asset_key],
+        key=scores_key(spec),
+        group_name=spec.group,
+        partitions_def=partitions_of(spec),
+        deps=[features_key(spec), model_key(spec)],
         pool=SCORING_POOL,  # sizes parallel scoring (limit set in dagster.yaml); not a writer lock
         op_tags=scoring_op_tags(),  # pod resources under k8s_job_executor (batch_assets/k8s.py)
         kinds={"deltalake", "pytorch"},
         owners=["team:ml"],
         # a backfill scores up to backfill_chunk partitions per run, loading the model once per run
-        backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=spec.backfill_chunk),
+        backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=spec.scoring.backfill_chunk),
         description=spec.description
         or (
-            f"Scores of {spec.features_table} by model {spec.model_name!r} (alias {spec.model_alias!r}), one "
-            f"row per {spec.key_column} and partition in {spec.output_table}; rows that cannot be scored go "
+            f"Scores of {spec.features.table} by model {spec.model.name!r} (alias {spec.model.alias!r}), one "
+            f"row per {spec.features.key} and partition in {spec.output.table}; rows that cannot be scored go "
             "to predictions.dead_letters with a reason."
         ),
     )
@@ -232,19 +155,19 @@ def build_scored_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
     ) -> dg.MaterializeResult:
         watch = Stopwatch()
         device = compute.setup()
-        days = [spec.partition_value(key) for key in context.partition_keys]
+        days = [partition_value(spec, key) for key in context.partition_keys]
         with permanent_errors():
             info = resolve_model_version(context, model_registry, spec)
-            loaded = model_registry.get_registry().load(spec.model_name, info.version)
+            loaded = model_registry.get_registry().load(spec.model.name, info.version)
             module = loaded.module.to(device)
         load_s = watch.seconds
         context.log.info(
             "scoring %s %s..%s (%d partitions) with %s/%s (sha256 %s), model loaded once in %.3f s",
-            spec.asset_key.to_user_string(),
+            scores_key(spec).to_user_string(),
             days[0],
             days[-1],
             len(days),
-            spec.model_name,
+            spec.model.name,
             info.version,
             info.sha256[:12],
             load_s,
@@ -252,7 +175,7 @@ def build_scored_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
         done: list[tuple[dt.date, ScoreStats, float]] = []
         reports: list[dict[str, str]] = []
         lake = warehouse.lake()
-        with warehouse.connect(tables=[spec.features_table]) as con, permanent_errors():
+        with warehouse.connect(tables=[spec.features.table]) as con, permanent_errors():
             for day in days:  # each partition in its own commits
                 part_watch = Stopwatch()
                 stats = replace_predictions_partition(
@@ -260,18 +183,18 @@ def build_scored_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
                     lake,
                     day=day,
                     module=module,
-                    features_table=spec.features_table,
-                    key=spec.key_column,
+                    features_table=spec.features.table,
+                    key=spec.features.key,
                     feature_columns=info.feature_names,
-                    output_table=spec.output_table,
-                    model_name=spec.model_name,
+                    output_table=spec.output.table,
+                    model_name=spec.model.name,
                     model_version=info.version,
                     model_sha256=info.sha256,
                     run_id=context.run.run_id,
                     scored_at=dt.datetime.now(dt.UTC).replace(tzinfo=None),
-                    dead_letter_table=spec.dead_letter_table,
-                    limits=spec.contract.limits() if spec.contract else None,
-                    batch_rows=spec.batch_rows,
+                    dead_letter_table=spec.output.dead_letter_table,
+                    limits=spec.contract.limits(),
+                    batch_rows=spec.scoring.batch_rows,
                     batch_memory_mb=compute.batch_memory_mb,
                     device=str(device),
                     partition_type=spec.partition_type,
@@ -279,20 +202,20 @@ def build_scored_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
                 )
                 done.append((day, stats, part_watch.seconds))
                 # each partition's own figures, drift table and score plot, read back from its commit
-                scores = lake.read_partition(spec.output_table, day, ["score"]).column("score")
+                scores = lake.read_partition(spec.output.table, day, ["score"]).column("score")
                 reports.append(
                     score_report(
                         scores.to_numpy(),
                         day=day,
                         reference=info.manifest.get("reference", {}).get("score"),
-                        thresholds=spec.score_drift,
+                        thresholds=spec.checks.score_drift,
                         output_range=info.output_range,
                     )
                 )
         seconds = watch.seconds
         rows_read = sum(s.rows_read for _, s, _ in done)
         metadata: dict[str, Any] = {
-            "model_name": spec.model_name,
+            "model_name": spec.model.name,
             "model_version": info.version,
             "model_sha256": info.sha256,
             "duration_s": round(seconds, 3),
@@ -301,7 +224,7 @@ def build_scored_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
             "peak_rss_mb": round(peak_rss_mb(), 1),
             "device": str(device),
             "torch_threads": torch.get_num_threads(),
-            "table": spec.output_table,
+            "table": spec.output.table,
         }
         per_partition = {
             key: partition_metadata(stats, part_s, report)
@@ -322,7 +245,7 @@ def build_scored_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
         push_partition_metrics(  # Prometheus figures per partition, when a Pushgateway is configured
             context,
             metrics,
-            spec.asset_key,
+            scores_key(spec),
             info.version,
             [(k, s) for k, (_, s, _) in zip(context.partition_keys, done, strict=True)],
             metadata,
@@ -338,7 +261,7 @@ def build_scored_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
             )
             context.log_event(
                 dg.AssetObservation(
-                    asset_key=spec.model_asset_key, metadata=observed, tags={DATA_VERSION_TAG: version_tag}
+                    asset_key=model_key(spec), metadata=observed, tags={DATA_VERSION_TAG: version_tag}
                 )
             )
         except ModelNotFound:  # a pinned run after the alias was removed: nothing to observe
@@ -361,44 +284,44 @@ def partition_metadata(stats: ScoreStats, seconds: float, report: Mapping[str, s
     } | {name: dg.MetadataValue.md(text) for name, text in report.items()}
 
 
-def build_summary_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
+def build_summary_asset(spec: SpecFile) -> dg.AssetsDefinition:
     """Daily summary of a scored partition (counts, mean and quantiles of scores, high-risk count).
 
     It runs after the blocking checks of the scores: a failing completeness, validity, provenance or
     dead-letter check stops it, so a bad partition is never published.
     """
-    high_risk_threshold = spec.high_risk_threshold
+    high_risk_threshold = spec.output.high_score_threshold
 
     @dg.asset(
         retry_policy=RETRY_POLICY,
-        key=spec.summary_asset_key,
-        group_name=spec.group_name,
-        partitions_def=spec.partitions_def,
-        deps=[spec.asset_key],
+        key=summary_key(spec),
+        group_name=spec.group,
+        partitions_def=partitions_of(spec),
+        deps=[scores_key(spec)],
         kinds={"deltalake"},
         owners=["team:risk"],
-        backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=spec.backfill_chunk),
+        backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=spec.scoring.backfill_chunk),
         description=(
-            f"Published daily summary of {spec.output_table}: rows, dead letters, mean/p50/p95 score and the "
+            f"Published daily summary of {spec.output.table}: rows, dead letters, mean/p50/p95 score and the "
             f"count at or above {high_risk_threshold}. Runs only after the scores it summarises."
         ),
     )
     def _summary(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
         rows = []
-        with warehouse.connect(tables=[spec.output_table, spec.dead_letter_table]) as con:
+        with warehouse.connect(tables=[spec.output.table, spec.output.dead_letter_table]) as con:
             for key in context.partition_keys:
                 rows.append(
                     replace_summary_partition(
                         con,
                         warehouse.lake(),
                         refresh=False,  # nothing on this connection reads the summaries back
-                        day=spec.partition_value(key),
-                        predictions_table=spec.output_table,
+                        day=partition_value(spec, key),
+                        predictions_table=spec.output.table,
                         high_risk_threshold=high_risk_threshold,
                         run_id=context.run.run_id,
                         computed_at=dt.datetime.now(dt.UTC).replace(tzinfo=None),
                         summary_table=spec.summary_table,
-                        dead_letter_table=spec.dead_letter_table,
+                        dead_letter_table=spec.output.dead_letter_table,
                         partition_type=spec.partition_type,
                     )
                 )
@@ -421,58 +344,3 @@ def build_summary_asset(spec: ScoredDatasetSpec) -> dg.AssetsDefinition:
         return dg.MaterializeResult(metadata={"partitions_in_run": len(rows)})
 
     return _summary
-
-
-def partitions_from_file(partitioning: Partitioning) -> dg.TimeWindowPartitionsDefinition:
-    """The partitions of a spec file; a daily spec without its own start shares ``daily_partitions``."""
-    if partitioning.type == "daily":
-        if partitioning.start is None and partitioning.timezone == "UTC":
-            return daily_partitions
-        return dg.DailyPartitionsDefinition(
-            start_date=partitioning.start or DAILY_START_DATE, timezone=partitioning.timezone
-        )
-    return dg.HourlyPartitionsDefinition(start_date=partitioning.start, timezone=partitioning.timezone)
-
-
-def spec_from_file(spec: SpecFile) -> ScoredDatasetSpec:
-    """The :class:`ScoredDatasetSpec` a validated spec file describes."""
-
-    def thresholds(d: Drift) -> DriftThresholds:
-        return DriftThresholds(
-            psi_warn=d.psi_warn,
-            psi_error=d.psi_error,
-            ks_warn=d.ks_warn,
-            ks_error=d.ks_error,
-            min_rows=d.min_rows,
-        )
-
-    features = spec.features
-    return ScoredDatasetSpec(
-        name=spec.name,
-        features_asset=dg.AssetKey(features.asset.split("/")),
-        features_table=features.table,
-        model_name=spec.model.name,
-        output_table=spec.output.table,
-        key_column=features.key,
-        model_alias=spec.model.alias,
-        group_name=spec.group,
-        partitions_def=partitions_from_file(spec.partitioning),
-        dead_letter_table=spec.output.dead_letter_table,
-        summary_table=spec.summary_table,
-        contract=FeatureContract(
-            key=features.key,
-            columns={
-                name: ColumnRule(ge=r.ge, le=r.le, nullable=r.nullable) if r else ColumnRule()
-                for name, r in features.columns.items()
-            },
-            max_bad_row_fraction=features.max_bad_row_fraction,
-        ),
-        max_dead_letter_fraction=spec.checks.max_dead_letter_fraction,
-        score_drift=thresholds(spec.checks.score_drift),
-        feature_drift=thresholds(spec.checks.feature_drift),
-        feature_drift_overrides={c: thresholds(d) for c, d in spec.checks.feature_drift_overrides.items()},
-        high_risk_threshold=spec.output.high_score_threshold,
-        batch_rows=spec.scoring.batch_rows,
-        backfill_chunk=spec.scoring.backfill_chunk,
-        description=spec.description,
-    )

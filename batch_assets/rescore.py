@@ -20,9 +20,9 @@ from dagster._core.execution.backfill import BulkActionStatus
 from batch_assets.core import rollout
 from batch_assets.core.registry import ModelNotFound, ModelRegistry
 from batch_assets.core.rollout import RolloutState
-from batch_assets.core.spec_file import SpecError
+from batch_assets.core.spec_file import SpecError, SpecFile
 from batch_assets.history import partitions_by_version
-from batch_assets.predictions import ScoredDatasetSpec
+from batch_assets.keys import scores_key
 from batch_assets.sensors import (
     ROLLOUT_ID_TAG,
     evaluate_rollout,
@@ -40,22 +40,22 @@ class RescoreError(Exception):
     """A rescore command that cannot do what was asked (said in one line)."""
 
 
-def dataset_spec(settings: Settings, name: str | None) -> ScoredDatasetSpec:
+def dataset_spec(settings: Settings, name: str | None) -> SpecFile:
     """The demo's spec, or the spec named ``name`` among ``settings.spec_locations``."""
     from batch_assets.datasets import demo_spec, load_datasets
 
     if name is None or name == demo_spec().name:
         return demo_spec()
 
-    datasets = load_datasets(list(settings.spec_locations))
-    for dataset in datasets:
-        if dataset.spec.name == name:
-            return dataset.spec
-    known = [demo_spec().name, *(d.spec.name for d in datasets)]
+    specs = load_datasets(list(settings.spec_locations))
+    for spec in specs:
+        if spec.name == name:
+            return spec
+    known = [demo_spec().name, *(s.name for s in specs)]
     raise SpecError(f"no scored dataset {name!r} (known: {', '.join(known)}; set BATCH_ASSETS_SPECS)")
 
 
-def _demo_spec() -> ScoredDatasetSpec:
+def _demo_spec() -> SpecFile:
     from batch_assets.datasets import demo_spec
 
     return demo_spec()
@@ -76,21 +76,21 @@ def stored_cursor(instance: dg.DagsterInstance, name: str) -> str | None:
     return None
 
 
-def current_rollout(registry: ModelRegistry, spec: ScoredDatasetSpec) -> str | None:
+def current_rollout(registry: ModelRegistry, spec: SpecFile) -> str | None:
     """The id of the rollout the alias asks for now (``{version}#{promotion}``)."""
     try:
-        info = registry.resolve(spec.model_name, spec.model_alias)
+        info = registry.resolve(spec.model.name, spec.model.alias)
     except ModelNotFound:
         return None
     return rollout.rollout_id(
-        info.version, promotion_count(registry, spec.model_name, spec.model_alias, info.version)
+        info.version, promotion_count(registry, spec.model.name, spec.model.alias, info.version)
     )
 
 
-def require_rollout(settings: Settings, spec: ScoredDatasetSpec, verb: str) -> str:
+def require_rollout(settings: Settings, spec: SpecFile, verb: str) -> str:
     rid = current_rollout(registry_of(settings), spec)
     if rid is None:
-        raise RescoreError(f"no version behind {spec.model_name}@{spec.model_alias}: no rollout to {verb}")
+        raise RescoreError(f"no version behind {spec.model.name}@{spec.model.alias}: no rollout to {verb}")
     return rid
 
 
@@ -98,24 +98,24 @@ def status(
     settings: Settings,
     instance: dg.DagsterInstance,
     say: Callable[[str], None],
-    spec: ScoredDatasetSpec | None = None,
+    spec: SpecFile | None = None,
 ) -> dict[str, list[str]]:
     """Partitions grouped by the model version of their latest materialization, and the rollout."""
     spec = spec or _demo_spec()
     registry = registry_of(settings)
     try:
-        champion = registry.resolve(spec.model_name, spec.model_alias).version
+        champion = registry.resolve(spec.model.name, spec.model.alias).version
     except ModelNotFound:
         champion = None
-    by_version = partitions_by_version(instance, spec.asset_key)
-    say(f"{spec.model_name}@{spec.model_alias} -> version {champion or '(none)'}")
+    by_version = partitions_by_version(instance, scores_key(spec))
+    say(f"{spec.model.name}@{spec.model.alias} -> version {champion or '(none)'}")
     if not by_version:
-        say(f"no partitions of {spec.asset_key.to_user_string()} materialized yet")
+        say(f"no partitions of {scores_key(spec).to_user_string()} materialized yet")
     for version, parts in sorted(by_version.items()):
         mark = "champion" if version == champion else "behind"
         say(f"version {version:>8}  {len(parts):4d} partitions  {parts[0]}..{parts[-1]}  ({mark})")
     behind = sum(len(p) for v, p in by_version.items() if v != champion)
-    say(f"{behind} partitions behind the {spec.model_alias}")
+    say(f"{behind} partitions behind the {spec.model.alias}")
     state = RolloutState.from_cursor(stored_cursor(instance, sensor_name(spec)))
     if state:
         waves = rollout_waves(instance, state.rollout_id)
@@ -136,7 +136,7 @@ def plan(
     settings: Settings,
     instance: dg.DagsterInstance,
     say: Callable[[str], None],
-    spec: ScoredDatasetSpec | None = None,
+    spec: SpecFile | None = None,
 ) -> list[rollout.Request]:
     """Evaluate the rollout sensor once against its stored cursor and print the requests; launch nothing."""
     spec = spec or _demo_spec()
@@ -166,7 +166,7 @@ def cancel(
     settings: Settings,
     instance: dg.DagsterInstance,
     say: Callable[[str], None],
-    spec: ScoredDatasetSpec | None = None,
+    spec: SpecFile | None = None,
 ) -> list[str]:
     """Cancel the current rollout: its active backfills and a canary run not yet finished."""
     spec = spec or _demo_spec()
@@ -199,13 +199,13 @@ def resume(
     settings: Settings,
     instance: dg.DagsterInstance,
     say: Callable[[str], None],
-    spec: ScoredDatasetSpec | None = None,
+    spec: SpecFile | None = None,
 ) -> None:
     """Record a resume: the sensor's next tick requests what is still behind, nothing already re-scored."""
     spec = spec or _demo_spec()
     rid = require_rollout(settings, spec, "resume")
     write_control(instance, spec, rollout=rid, resumed_at=time.time())
     behind = sum(
-        len(p) for v, p in partitions_by_version(instance, spec.asset_key).items() if v != rid.split("#")[0]
+        len(p) for v, p in partitions_by_version(instance, scores_key(spec)).items() if v != rid.split("#")[0]
     )
     say(f"rollout {rid} resumed: the sensor requests the {behind} partitions still behind on its next tick")

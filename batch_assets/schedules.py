@@ -6,14 +6,13 @@ from typing import Any
 import dagster as dg
 
 from batch_assets.core.registry import ModelNotFound
-from batch_assets.predictions import MODEL_SHA_TAG, MODEL_VERSION_TAG, ScoredDatasetSpec
+from batch_assets.core.spec_file import SpecFile
+from batch_assets.predictions import MODEL_SHA_TAG, MODEL_VERSION_TAG
 from partitions import DAILY_START_DATE
 from resources import ModelRegistryResource
 
 
-def build_daily_schedule(
-    job: Any, spec: ScoredDatasetSpec, *, cron: str, timezone: str
-) -> dg.ScheduleDefinition:
+def build_daily_schedule(job: Any, spec: SpecFile, *, cron: str, timezone: str) -> dg.ScheduleDefinition:
     """Run ``job`` for the most recent closed day at ``cron`` in ``timezone``.
 
     The model version behind the alias is resolved when the run is requested and pinned on it as tags, so
@@ -27,7 +26,7 @@ def build_daily_schedule(
         execution_timezone=timezone,
         default_status=dg.DefaultScheduleStatus.STOPPED,
         description=f"Runs {job.name} for the last closed day at '{cron}' ({timezone}), pinned to the version "
-        f"behind {spec.model_name}@{spec.model_alias} at that moment.",
+        f"behind {spec.model.name}@{spec.model.alias} at that moment.",
     )
     def _schedule(
         context: dg.ScheduleEvaluationContext, model_registry: ModelRegistryResource
@@ -37,7 +36,7 @@ def build_daily_schedule(
         if key < DAILY_START_DATE:
             return dg.SkipReason(f"{key} is before the first partition {DAILY_START_DATE}")
         try:
-            info = model_registry.get_registry().resolve(spec.model_name, spec.model_alias)
+            info = model_registry.get_registry().resolve(spec.model.name, spec.model.alias)
         except ModelNotFound as exc:
             return dg.SkipReason(f"cannot score {key}: {exc}")
         return dg.RunRequest(

@@ -20,8 +20,10 @@ from batch_assets.checks import BLOCKING_PREDICTION_CHECKS
 from batch_assets.core import rollout
 from batch_assets.core.registry import ModelNotFound, ModelRegistry
 from batch_assets.core.rollout import RolloutState, Wave, decide
+from batch_assets.core.spec_file import SpecFile
 from batch_assets.history import scored_versions
-from batch_assets.predictions import MODEL_SHA_TAG, MODEL_VERSION_TAG, ScoredDatasetSpec
+from batch_assets.keys import features_key, partitions_of, scores_key, summary_key
+from batch_assets.predictions import MODEL_SHA_TAG, MODEL_VERSION_TAG
 from resources import ModelRegistryResource
 
 ROLLOUT_ROLE_TAG = "batch-assets/rollout"
@@ -43,8 +45,8 @@ _WAVE_STATUS = {
 }
 
 
-def sensor_name(spec: ScoredDatasetSpec) -> str:
-    return f"{spec.model_name}_{spec.model_alias}_rollout"
+def sensor_name(spec: SpecFile) -> str:
+    return f"{spec.model.name}_{spec.model.alias}_rollout"
 
 
 def rollout_backfills(instance: dg.DagsterInstance, rollout_id: str) -> list[Any]:
@@ -64,7 +66,7 @@ def rollout_waves(instance: dg.DagsterInstance, rollout_id: str) -> list[Wave]:
     ]
 
 
-def read_control(instance: dg.DagsterInstance, spec: ScoredDatasetSpec) -> dict[str, Any]:
+def read_control(instance: dg.DagsterInstance, spec: SpecFile) -> dict[str, Any]:
     """The last cancel and resume the CLI recorded for ``spec``'s rollout sensor."""
     key = CONTROL_KEY.format(sensor=sensor_name(spec))
     raw = instance.run_storage.get_cursor_values({key}).get(key)
@@ -74,7 +76,7 @@ def read_control(instance: dg.DagsterInstance, spec: ScoredDatasetSpec) -> dict[
         return {}
 
 
-def write_control(instance: dg.DagsterInstance, spec: ScoredDatasetSpec, **values: Any) -> dict[str, Any]:
+def write_control(instance: dg.DagsterInstance, spec: SpecFile, **values: Any) -> dict[str, Any]:
     control = read_control(instance, spec) | values
     key = CONTROL_KEY.format(sensor=sensor_name(spec))
     instance.run_storage.set_cursor_values({key: json.dumps(control, sort_keys=True)})
@@ -118,7 +120,7 @@ def canary_outcome(instance: dg.DagsterInstance, run_key: str) -> str | None:
 def evaluate_rollout(
     instance: dg.DagsterInstance,
     registry: ModelRegistry,
-    spec: ScoredDatasetSpec,
+    spec: SpecFile,
     cursor: str | None,
     *,
     window: int | None,
@@ -127,11 +129,11 @@ def evaluate_rollout(
 ) -> tuple[list[rollout.Request], RolloutState | None, str | None]:
     """Requests, new state and skip reason for one tick (shared by the sensor and ``rescore plan``)."""
     try:
-        info = registry.resolve(spec.model_name, spec.model_alias)
+        info = registry.resolve(spec.model.name, spec.model.alias)
     except ModelNotFound:
         info = None
     state = RolloutState.from_cursor(cursor)
-    promotion = promotion_count(registry, spec.model_name, spec.model_alias, info.version) if info else 1
+    promotion = promotion_count(registry, spec.model.name, spec.model.alias, info.version) if info else 1
     outcome = None
     if state is not None and state.phase == rollout.CANARY and state.canary_partition:
         outcome = canary_outcome(instance, state.run_key(state.canary_partition))
@@ -143,12 +145,12 @@ def evaluate_rollout(
         alias_version=info.version if info else None,
         alias_sha256=info.sha256 if info else None,
         promotion=promotion,
-        scored_by=scored_versions(instance, spec.asset_key),
+        scored_by=scored_versions(instance, scores_key(spec)),
         state=state,
         canary_outcome=outcome,
         waves=waves,
         window=window,
-        chunk=spec.backfill_chunk,
+        chunk=spec.scoring.backfill_chunk,
         max_per_tick=max_per_tick,
         resumed_at=max(resumed) if resumed else None,
         cancelled_at=control.get("cancelled_at") if this else None,
@@ -156,7 +158,7 @@ def evaluate_rollout(
     return decision.requests, decision.state or state, decision.skip_reason
 
 
-def to_run_request(spec: ScoredDatasetSpec, state: RolloutState, request: rollout.Request) -> dg.RunRequest:
+def to_run_request(spec: SpecFile, state: RolloutState, request: rollout.Request) -> dg.RunRequest:
     """The canary as a run of one partition; a chunk as a backfill of predictions and summary."""
     tags = {
         MODEL_VERSION_TAG: state.version,
@@ -167,25 +169,25 @@ def to_run_request(spec: ScoredDatasetSpec, state: RolloutState, request: rollou
     }
     if request.role == rollout.CANARY:
         return dg.RunRequest(run_key=request.key, partition_key=request.partition, tags=tags)
-    subset = spec.partitions_def.subset_with_partition_keys(request.partitions)
+    subset = partitions_of(spec).subset_with_partition_keys(request.partitions)
     return dg.RunRequest.for_asset_graph_subset(
         AssetGraphSubset(
-            partitions_subsets_by_asset_key={spec.asset_key: subset, spec.summary_asset_key: subset}
+            partitions_subsets_by_asset_key={scores_key(spec): subset, summary_key(spec): subset}
         ),
         tags=tags | {ROLLOUT_CHUNK_TAG: ",".join(request.partitions)},
     )
 
 
-def rollout_selection(spec: ScoredDatasetSpec) -> dg.AssetSelection:
+def rollout_selection(spec: SpecFile) -> dg.AssetSelection:
     """What a rollout re-materializes: the predictions and the summary, with their checks and the feature
     checks the score job runs (the canary is a run of this selection; the chunks are backfills of it)."""
     return dg.AssetSelection.assets(
-        spec.asset_key, spec.summary_asset_key
-    ) | dg.AssetSelection.checks_for_assets(spec.features_asset)
+        scores_key(spec), summary_key(spec)
+    ) | dg.AssetSelection.checks_for_assets(features_key(spec))
 
 
 def build_rollout_sensor(
-    spec: ScoredDatasetSpec,
+    spec: SpecFile,
     *,
     window: int | None = None,
     max_per_tick: int = 10,
@@ -201,10 +203,10 @@ def build_rollout_sensor(
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=(
-            f"When {spec.model_name}@{spec.model_alias} moves to another version: re-score the latest partition "
+            f"When {spec.model.name}@{spec.model.alias} moves to another version: re-score the latest partition "
             f"as a canary, then, if its run and blocking checks pass, every partition still scored by another "
             f"version ({'all' if window is None else f'the newest {window}'}), newest first, as backfills of "
-            f"at most {spec.backfill_chunk} partitions (one run each), at most {max_per_tick} per tick. "
+            f"at most {spec.scoring.backfill_chunk} partitions (one run each), at most {max_per_tick} per tick. "
             "Pause: cancel the rollout's backfill (or `batch-assets rescore cancel`); resume: stop and start "
             "this sensor (or `batch-assets rescore resume`)."
         ),

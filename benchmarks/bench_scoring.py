@@ -302,26 +302,35 @@ def _partition(home: Path, rows: int, threads: int, checks: bool) -> dict:
     import dagster as dg
 
     from batch_assets.checks import build_checks
-    from batch_assets.predictions import ScoredDatasetSpec, build_scored_asset
+    from batch_assets.core.spec_file import parse_spec
+    from batch_assets.keys import scores_key
+    from batch_assets.predictions import build_scored_asset
     from resources import ComputeResource, MetricsResource, ModelRegistryResource, WarehouseResource
 
-    spec = ScoredDatasetSpec(
-        name="bench_scores",
-        features_asset=dg.AssetKey(["features", "bench"]),
-        features_table=FEATURES_TABLE,
-        model_name=MODEL,
-        output_table="predictions.bench_scores",
-        summary_table="predictions.bench_summary",
+    registry = ModelRegistryResource(root=str(home / "registry"))
+    columns = registry.get_registry().resolve(MODEL, "champion").feature_names
+    spec = parse_spec(
+        {
+            "name": "bench_scores",
+            "features": {
+                "asset": "features/bench",
+                "table": FEATURES_TABLE,
+                "key": "entity_id",
+                "columns": dict.fromkeys(columns),  # no limits: every row is in range
+            },
+            "model": {"name": MODEL},
+            "output": {"table": "predictions.bench_scores", "summary_table": "predictions.bench_summary"},
+        }
     )
     asset = build_scored_asset(spec)
     targets: list = [asset]
     if checks:
-        targets += [c for c in build_checks(spec) if spec.asset_key in {k.asset_key for k in c.check_keys}]
+        targets += [c for c in build_checks(spec) if scores_key(spec) in {k.asset_key for k in c.check_keys}]
     resources = {
         "warehouse": WarehouseResource(
             lake_uri=str(home / "lake"), threads=threads, memory_limit=MEMORY_LIMIT
         ),
-        "model_registry": ModelRegistryResource(root=str(home / "registry")),
+        "model_registry": registry,
         "compute": ComputeResource(torch_threads=threads),
         "metrics": MetricsResource(),  # no Pushgateway
     }

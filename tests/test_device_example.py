@@ -71,9 +71,9 @@ def scored_versions(settings) -> dict[str, str]:
 
 @pytest.mark.slow
 def test_example_from_its_spec_alone(settings, instance, tmp_path):
-    (dataset,) = load_datasets([EXAMPLE])
+    (spec,) = load_datasets([EXAMPLE])
     defs = dg.Definitions.merge(
-        build_dataset(dataset, window=None, max_per_tick=10),
+        build_dataset(spec, window=None, max_per_tick=10),
         dg.Definitions(resources=build_resources(settings)),
     )
     assert register(settings, tmp_path, seed=1) == "1"
@@ -121,9 +121,9 @@ def test_example_from_its_spec_alone(settings, instance, tmp_path):
 
 
 def test_missing_feature_column_fails_the_partition_naming_it(settings, instance, tmp_path):
-    (dataset,) = load_datasets([EXAMPLE])
+    (spec,) = load_datasets([EXAMPLE])
     defs = dg.Definitions.merge(
-        build_dataset(dataset, window=None, max_per_tick=10),
+        build_dataset(spec, window=None, max_per_tick=10),
         dg.Definitions(resources=build_resources(settings)),
     )
     folder = device_example.hour_folder(telemetry_root(settings), device_example.START)

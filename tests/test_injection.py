@@ -4,6 +4,7 @@ afterwards the registry, the warehouse and the folder around them are exactly as
 
 import datetime as dt
 import os
+import re
 from pathlib import Path
 
 import dagster as dg
@@ -12,8 +13,9 @@ import pytest
 from batch_assets import cli
 from batch_assets.core.names import InvalidName
 from batch_assets.core.registry import ModelRegistry
+from batch_assets.core.spec_file import SpecError, parse_spec
 from batch_assets.datasets import demo_spec
-from batch_assets.predictions import MODEL_VERSION_TAG, ScoredDatasetSpec, build_scored_asset
+from batch_assets.predictions import MODEL_VERSION_TAG, build_scored_asset
 from batch_assets.storage.lake import Lake
 from batch_assets.storage.warehouse import predictions_schema
 from resources import build_resources
@@ -153,23 +155,36 @@ def test_hostile_partition_keys_never_start_a_run(world, instance, hostile):
 
 
 @pytest.mark.parametrize(
-    "field", ["name", "features_table", "model_name", "output_table", "key_column", "model_alias"]
+    "field",
+    [
+        ("name",),
+        ("features", "table"),
+        ("model", "name"),
+        ("output", "table"),
+        ("features", "key"),
+        ("model", "alias"),
+    ],
 )
 @pytest.mark.parametrize("hostile", ["x; DROP TABLE t", 'p."x"', "../x", "a b"])
 def test_spec_fields_refuse_hostile_values_naming_the_field(field, hostile):
     values = {
         "name": "scores",
-        "features_asset": dg.AssetKey(["features", "f"]),
-        "features_table": "features.f",
-        "model_name": "m",
-        "output_table": "predictions.p",
+        "features": {
+            "asset": "features/f",
+            "table": "features.f",
+            "key": "entity_id",
+            "columns": {"x": None},
+        },
+        "model": {"name": "m"},
+        "output": {"table": "predictions.p"},
     }
-    if field == "model_alias":
-        values["model_alias"] = hostile
-    else:
-        values[field] = hostile
-    with pytest.raises((InvalidName, ValueError)):
-        ScoredDatasetSpec(**values)
+    parse_spec(values)  # valid as it is
+    target = values
+    for part in field[:-1]:
+        target = target[part]
+    target[field[-1]] = hostile
+    with pytest.raises(SpecError, match=re.escape(".".join(field))):
+        parse_spec(values)
 
 
 def test_no_environment_leaks_into_names(monkeypatch):

@@ -104,7 +104,7 @@ def test_importing_the_wiring_reads_no_spec_file():
     code = (
         "import batch_assets.predictions, batch_assets.checks, batch_assets.sensors, batch_assets.schedules, "
         "batch_assets.datasets, batch_assets.rescore, batch_assets.cli\n"
-        "info = batch_assets.datasets.demo_dataset.cache_info()\n"
+        "info = batch_assets.datasets.demo_spec.cache_info()\n"
         "assert info.hits + info.misses == 0, info\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)

@@ -8,29 +8,62 @@ import dagster as dg
 import pytest
 import yaml
 
-from batch_assets.core.contracts import CUSTOMER_DAILY_CONTRACT
 from batch_assets.core.spec_file import SpecError, parse_spec
 from batch_assets.datasets import demo_spec
 from batch_assets.definitions import build_definitions
-from batch_assets.predictions import ScoredDatasetSpec
+from batch_assets.keys import partitions_of
 from batch_assets.settings import Settings
+from batch_assets.storage.warehouse import FEATURE_COLUMNS
+from partitions import daily_partitions
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "batch_assets" / "specs" / "examples" / "device_failures.yaml"
 BASE = yaml.safe_load(EXAMPLE.read_text())
 
 
+# The demo's feature contract, as the SQL of features/customer_daily guarantees it (storage/warehouse.py).
+CUSTOMER_DAILY_LIMITS = {
+    "txn_count_1d": (0, None),
+    "amount_sum_1d": (0, None),
+    "amount_max_1d": (0, None),
+    "night_txn_share_1d": (0, 1),
+    "online_txn_share_1d": (0, 1),
+    "new_country_txn_1d": (0, None),
+    "txn_count_7d": (0, None),
+    "amount_sum_7d": (0, None),
+    "txn_count_30d": (1, None),
+    "amount_mean_30d": (0, None),
+    "amount_std_30d": (0, None),
+    "amount_max_ratio_1d_30d": (0, None),
+    "distinct_merchant_categories_30d": (1, None),
+    "distinct_countries_30d": (1, None),
+    "days_since_prev_txn": (0, 366),
+}
+
+
 def test_the_demo_is_a_spec_file():
-    assert demo_spec() == ScoredDatasetSpec(
-        name="risk_scores",
-        features_asset=dg.AssetKey(["features", "customer_daily"]),
-        features_table="features.customer_daily",
-        model_name="risk_model",
-        output_table="predictions.risk_scores",
-        contract=CUSTOMER_DAILY_CONTRACT,
-        backfill_chunk=10,  # the demo's own, so its 60 days fan out as 6 runs; the default is 60
+    spec = demo_spec()
+    assert (spec.name, spec.features.asset, spec.features.table, spec.features.key) == (
+        "risk_scores",
+        "features/customer_daily",
+        "features.customer_daily",
+        "entity_id",
     )
-    assert repr(demo_spec().contract) == repr(CUSTOMER_DAILY_CONTRACT)  # limits keep their int/float type
+    assert (spec.model.name, spec.model.alias, spec.output.table, spec.summary_table) == (
+        "risk_model",
+        "champion",
+        "predictions.risk_scores",
+        "predictions.risk_summary",
+    )
+    assert spec.scoring.backfill_chunk == 10  # the demo's own, so its 60 days fan out as 6 runs (default 60)
+    assert partitions_of(spec) is daily_partitions
+    contract = spec.contract
+    assert list(contract.columns) == list(FEATURE_COLUMNS)  # the columns the feature SQL computes, in order
+    assert contract.limits() == CUSTOMER_DAILY_LIMITS and contract.max_bad_row_fraction == 0.01
+    assert not any(rule.nullable for rule in contract.columns.values())
+    assert (
+        repr(contract.columns["night_txn_share_1d"]) == "ColumnRule(ge=0, le=1, nullable=False)"
+    )  # ints stay ints
 
 
 def _error(change) -> str:

@@ -17,17 +17,26 @@ import pandas as pd
 import pandera.pandas as pa
 import pyarrow as pa_arrow
 from pandera.errors import SchemaErrors
+from pydantic import BaseModel, ConfigDict, model_validator
 
 SAMPLE_FAILURES = 20
 
 
-@dataclass(frozen=True)
-class ColumnRule:
-    """Hard limits of one numeric feature (inclusive; None means unbounded)."""
+class ColumnRule(BaseModel):
+    """Hard limits of one numeric feature (inclusive; None means unbounded); rows outside them are
+    dead-lettered. A spec file's ``features.columns`` entries are these."""
 
-    ge: float | None = None
-    le: float | None = None
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ge: int | float | None = None  # an int stays an int, so messages read "<= 1", not "<= 1.0"
+    le: int | float | None = None
     nullable: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ColumnRule:
+        if self.ge is not None and self.le is not None and self.ge > self.le:
+            raise ValueError(f"ge {self.ge} is greater than le {self.le}")
+        return self
 
     def describe(self) -> str:
         lo = "-inf" if self.ge is None else f"{self.ge:g}"
@@ -136,26 +145,3 @@ def _plain(value: Any) -> Any:
     if isinstance(value, float) and not np.isfinite(value):
         return str(value)
     return value
-
-
-# The contract of the demo's features.customer_daily: non-null float64 features within these hard limits.
-CUSTOMER_DAILY_CONTRACT = FeatureContract(
-    key="entity_id",
-    columns={
-        "txn_count_1d": ColumnRule(ge=0),
-        "amount_sum_1d": ColumnRule(ge=0),
-        "amount_max_1d": ColumnRule(ge=0),
-        "night_txn_share_1d": ColumnRule(ge=0, le=1),
-        "online_txn_share_1d": ColumnRule(ge=0, le=1),
-        "new_country_txn_1d": ColumnRule(ge=0),
-        "txn_count_7d": ColumnRule(ge=0),
-        "amount_sum_7d": ColumnRule(ge=0),
-        "txn_count_30d": ColumnRule(ge=1),
-        "amount_mean_30d": ColumnRule(ge=0),
-        "amount_std_30d": ColumnRule(ge=0),
-        "amount_max_ratio_1d_30d": ColumnRule(ge=0),
-        "distinct_merchant_categories_30d": ColumnRule(ge=1),
-        "distinct_countries_30d": ColumnRule(ge=1),
-        "days_since_prev_txn": ColumnRule(ge=0, le=366),
-    },
-)

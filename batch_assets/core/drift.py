@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 PSI_BINS = 10
 REFERENCE_SAMPLE = 1000
@@ -67,21 +68,25 @@ def psi(expected: np.ndarray, actual: np.ndarray) -> float:
     return float(np.sum((a - e) * np.log(a / e)))
 
 
-@dataclass(frozen=True)
-class DriftThresholds:
-    psi_warn: float = 0.1
-    psi_error: float = 0.25
-    ks_warn: float | None = None
-    ks_error: float | None = None
-    min_rows: int = 200
+class DriftThresholds(BaseModel):
+    """When a drift statistic warns or errors, and the fewest rows judged; a spec file's ``score_drift``,
+    ``feature_drift`` and ``feature_drift_overrides`` entries are these."""
 
-    def __post_init__(self) -> None:
-        if not 0 <= self.psi_warn <= self.psi_error:
-            raise ValueError(
-                f"drift thresholds need 0 <= psi_warn <= psi_error, got {self.psi_warn}, {self.psi_error}"
-            )
-        if self.min_rows < 1:
-            raise ValueError(f"drift min_rows must be at least 1, got {self.min_rows}")
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    psi_warn: float = Field(default=0.1, ge=0)
+    psi_error: float = Field(default=0.25, ge=0)
+    ks_warn: float | None = Field(default=None, ge=0, le=1)
+    ks_error: float | None = Field(default=None, ge=0, le=1)
+    min_rows: int = Field(default=200, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DriftThresholds:
+        if self.psi_warn > self.psi_error:
+            raise ValueError(f"psi_warn {self.psi_warn} is greater than psi_error {self.psi_error}")
+        if self.ks_warn is not None and self.ks_error is not None and self.ks_warn > self.ks_error:
+            raise ValueError(f"ks_warn {self.ks_warn} is greater than ks_error {self.ks_error}")
+        return self
 
 
 @dataclass(frozen=True)

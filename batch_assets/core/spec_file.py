@@ -14,8 +14,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from batch_assets.core.contracts import ColumnRule, FeatureContract
+from batch_assets.core.drift import DriftThresholds
 from batch_assets.core.names import InvalidName, check_identifier, check_name, check_table
 from batch_assets.storage.feature_files import template_fields
 
@@ -58,20 +68,6 @@ class Partitioning(_Strict):
                 ) from None
         elif self.type != "daily":
             raise ValueError(f"start is required for {self.type} partitioning")
-        return self
-
-
-class ColumnRule(_Strict):
-    """Hard limits of one feature column (inclusive); rows outside them are dead-lettered."""
-
-    ge: int | float | None = None  # an int stays an int, so messages read "<= 1", not "<= 1.0"
-    le: int | float | None = None
-    nullable: bool = False
-
-    @model_validator(mode="after")
-    def _ordered(self) -> ColumnRule:
-        if self.ge is not None and self.le is not None and self.ge > self.le:
-            raise ValueError(f"ge {self.ge} is greater than le {self.le}")
         return self
 
 
@@ -164,27 +160,11 @@ class Output(_Strict):
         return v
 
 
-class Drift(_Strict):
-    psi_warn: float = Field(default=0.1, ge=0)
-    psi_error: float = Field(default=0.25, ge=0)
-    ks_warn: float | None = Field(default=None, ge=0, le=1)
-    ks_error: float | None = Field(default=None, ge=0, le=1)
-    min_rows: int = Field(default=200, ge=1)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> Drift:
-        if self.psi_warn > self.psi_error:
-            raise ValueError(f"psi_warn {self.psi_warn} is greater than psi_error {self.psi_error}")
-        if self.ks_warn is not None and self.ks_error is not None and self.ks_warn > self.ks_error:
-            raise ValueError(f"ks_warn {self.ks_warn} is greater than ks_error {self.ks_error}")
-        return self
-
-
 class Checks(_Strict):
     max_dead_letter_fraction: float = Field(default=0.01, ge=0, le=1)
-    score_drift: Drift = Drift()
-    feature_drift: Drift = Drift()
-    feature_drift_overrides: dict[str, Drift] = {}
+    score_drift: DriftThresholds = DriftThresholds()
+    feature_drift: DriftThresholds = DriftThresholds()
+    feature_drift_overrides: dict[str, DriftThresholds] = {}
 
 
 class Scoring(_Strict):
@@ -196,7 +176,12 @@ class Scoring(_Strict):
 
 
 class SpecFile(_Strict):
-    """The whole spec file; see batch_assets/specs/examples/device_failures.yaml."""
+    """A scored dataset: the whole spec file, validated (see batch_assets/specs/examples/device_failures.yaml).
+
+    This is the one spec type: the wiring takes it as it is and derives the Dagster asset keys and the
+    partitions definition from it (``batch_assets.keys``)."""
+
+    _source: Path | None = PrivateAttr(default=None)  # the file it was read from (None: built in code)
 
     name: str = Field(description="predictions asset name: <group>/<name>")
     description: str = ""
@@ -232,6 +217,25 @@ class SpecFile(_Strict):
                 raise _FieldError(tuple(field_name.split(".")), f"{table!r} is already used by {clash}")
             tables[field_name] = table
         return self
+
+    @property
+    def source(self) -> Path | None:
+        return self._source
+
+    @property
+    def contract(self) -> FeatureContract:
+        """The pandera contract of the feature columns: their hard limits, nulls, the tolerated bad rows."""
+        features = self.features
+        return FeatureContract(
+            key=features.key,
+            columns={name: rule or ColumnRule() for name, rule in features.columns.items()},
+            max_bad_row_fraction=features.max_bad_row_fraction,
+        )
+
+    @property
+    def partition_type(self) -> str:
+        """SQL type of ``partition_date`` in this dataset's tables: DATE when daily, else TIMESTAMP."""
+        return "DATE" if self.partitioning.type == "daily" else "TIMESTAMP"
 
     @property
     def summary_table(self) -> str:
@@ -281,7 +285,9 @@ def load_spec_file(path: Path) -> SpecFile:
         raise SpecError(f"{path}: cannot read spec file ({exc})") from exc
     except yaml.YAMLError as exc:
         raise SpecError(f"{path}: not valid YAML ({exc})") from exc
-    return parse_spec(data, str(path))
+    spec = parse_spec(data, str(path))
+    spec._source = path
+    return spec
 
 
 def spec_paths(locations: list[Path]) -> list[Path]:

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import dagster as dg
 
-from batch_assets.datasets import build_dataset, demo_dataset
+from batch_assets.datasets import build_dataset, demo_spec
 from batch_assets.features import customer_daily_features
+from batch_assets.keys import model_key, partitions_of, scores_key
 from batch_assets.observability import build_failure_metrics_sensor
 from batch_assets.predictions import MODEL_VERSION_TAG
 from batch_assets.raw import raw_transactions
@@ -19,10 +20,9 @@ PIPELINE_JOB, SCORE_JOB = "daily_pipeline", "score_daily"
 
 
 def build_demo(settings: Settings) -> dg.Definitions:
-    dataset = demo_dataset()
-    spec = dataset.spec
+    spec = demo_spec()
     scoring = build_dataset(
-        dataset,
+        spec,
         window=settings.rollout_window,
         max_per_tick=settings.rollout_max_per_tick,
         rollout_interval_s=settings.rollout_interval_s,
@@ -38,13 +38,13 @@ def build_demo(settings: Settings) -> dg.Definitions:
     )
     check = dg.define_asset_job(
         "check_daily",
-        selection=dg.AssetSelection.checks_for_assets(customer_daily_features.key, spec.asset_key),
+        selection=dg.AssetSelection.checks_for_assets(customer_daily_features.key, scores_key(spec)),
         partitions_def=daily_partitions,
         description="Re-run every check of one day's features and scores without rematerializing them.",
     )
     observe = dg.define_asset_job(
         "observe_models",
-        selection=dg.AssetSelection.assets(spec.model_asset_key),
+        selection=dg.AssetSelection.assets(model_key(spec)),
         description="Record the model version behind the champion alias.",
     )
     (pipeline,) = [job for job in scoring.jobs or [] if job.name == PIPELINE_JOB]
@@ -52,7 +52,7 @@ def build_demo(settings: Settings) -> dg.Definitions:
         scoring,
         dg.Definitions(
             jobs=[ingest, check, observe],
-            sensors=[build_failure_metrics_sensor(spec.asset_key, spec.partitions_def, MODEL_VERSION_TAG)],
+            sensors=[build_failure_metrics_sensor(scores_key(spec), partitions_of(spec), MODEL_VERSION_TAG)],
             schedules=[
                 build_daily_schedule(
                     pipeline, spec, cron=settings.schedule_cron, timezone=settings.schedule_timezone
