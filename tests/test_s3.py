@@ -233,6 +233,6 @@ def test_demo_registers_its_model_where_the_runs_read_it(bucket, s3, endpoint, c
     assert json.loads(run("models", "show", "risk_model@champion"))["sha256"] == info.sha256
     with lake_connection(Settings(home=home)) as con:
         versions = con.execute(
-            "SELECT DISTINCT model_version, model_sha256 FROM predictions.risk_scores"
+            "SELECT DISTINCT model_name, model_version FROM predictions.risk_scores"
         ).fetchall()
-    assert versions == [("1", info.sha256)]
+    assert versions == [("risk_model", "1")]
