@@ -16,8 +16,8 @@ import dagster as dg
 from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
 from dagster._core.execution.backfill import BulkActionsFilter, BulkActionStatus
 
-from batch_assets.checks import BLOCKING_PREDICTION_CHECKS
 from batch_assets.core import rollout
+from batch_assets.core.check_table import BLOCKING_PREDICTION_CHECKS
 from batch_assets.core.registry import ModelNotFound, ModelRegistry
 from batch_assets.core.rollout import RolloutState, Wave, decide
 from batch_assets.core.spec_file import SpecFile
