@@ -677,3 +677,34 @@ def test_links_and_images_resolve(path):
         assert dest.exists(), f"{path.relative_to(REPO)}: {target} does not exist"
         if anchor:
             assert anchor in anchors(dest.read_text()), f"{path.relative_to(REPO)}: no heading #{anchor}"
+
+
+def test_runs_bind_the_same_s3_variables_as_the_shell(tmp_path, monkeypatch):
+    """Temporary STS credentials and the fallback region reach the runs (as EnvVar names) exactly as they
+    reach the CLI (as values): one list of variables, read in the settings module."""
+    from resources import build_resources, shell_resources
+
+    for var, value in {
+        "BATCH_ASSETS_HOME": str(tmp_path),
+        "BATCH_ASSETS_LAKE_URI": "s3://bucket/lake",
+        "AWS_DEFAULT_REGION": "eu-west-1",
+        "AWS_ACCESS_KEY_ID": "AKIAEXAMPLE",
+        "AWS_SECRET_ACCESS_KEY": "secret-not-to-be-seen",
+        "AWS_SESSION_TOKEN": "token-not-to-be-seen",
+    }.items():
+        monkeypatch.setenv(var, value)
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    settings = Settings.from_env()
+    runs, shell = build_resources(settings), shell_resources(settings)
+    for name in ("warehouse", "model_registry", "landing"):
+        bound = runs[name]
+        assert bound.aws_session_token == dg.EnvVar("AWS_SESSION_TOKEN"), name
+        assert bound.region_name == dg.EnvVar("AWS_DEFAULT_REGION"), name
+        assert (shell[name].aws_session_token, shell[name].region_name) == (
+            "token-not-to-be-seen",
+            "eu-west-1",
+        )
+    assert (
+        shell["warehouse"].storage_options()["AWS_SESSION_TOKEN"] == "token-not-to-be-seen"
+    )  # delta-rs gets it
+    assert "not-to-be-seen" not in repr(runs)
