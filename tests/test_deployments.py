@@ -704,7 +704,5 @@ def test_runs_bind_the_same_s3_variables_as_the_shell(tmp_path, monkeypatch):
             "token-not-to-be-seen",
             "eu-west-1",
         )
-    assert (
-        shell["warehouse"].storage_options()["AWS_SESSION_TOKEN"] == "token-not-to-be-seen"
-    )  # delta-rs gets it
+    assert shell["warehouse"].storage_options()["token"] == "token-not-to-be-seen"  # delta-rs gets it
     assert "not-to-be-seen" not in repr(runs)
