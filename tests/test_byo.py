@@ -188,3 +188,10 @@ def test_a_pickled_object_is_refused_without_running(user, capsys, tmp_path, mon
     code, out = register(capsys, hostile, "--architecture", ARCH, "--reference", ref)
     assert code == 2 and "not a weights_only state dict" in out, out
     assert not marker.exists()
+
+
+def test_an_artifact_naming_the_examples_old_module_still_loads():
+    from batch_assets.core.model_format import import_architecture
+    from batch_assets.demo.device_example import FailureNet
+
+    assert import_architecture("batch_assets.scoring.device_example:FailureNet") is FailureNet

@@ -56,6 +56,8 @@ class TabularMLP(nn.Module):
 # instead: {"ref": "package.module:ClassName", "params": {...}} (see :func:`import_architecture`).
 ARCHITECTURES: dict[str, type[nn.Module]] = {"tabular_mlp": TabularMLP}
 _REF = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
+# Modules of ours that moved: artifacts registered before the move name the old path in their header.
+MOVED_MODULES = {"batch_assets.scoring.device_example": "batch_assets.demo.device_example"}
 
 
 def import_architecture(ref: str) -> type[nn.Module]:
@@ -67,6 +69,7 @@ def import_architecture(ref: str) -> type[nn.Module]:
     if not isinstance(ref, str) or not _REF.match(ref):
         raise ArtifactError(f"architecture reference {ref!r}: expected 'package.module:ClassName'")
     module_name, class_name = ref.split(":")
+    module_name = MOVED_MODULES.get(module_name, module_name)
     if module_name.split(".")[0] in sys.stdlib_module_names:
         raise ArtifactError(f"architecture reference {ref!r}: standard-library modules are refused")
     try:
