@@ -107,8 +107,8 @@ def build_model_source(spec: SpecFile) -> dg.AssetsDefinition:
                 group_name="models",
                 description=(
                     f"The {spec.model.name!r} model version behind alias {spec.model.alias!r} in the model "
-                    "registry. Its data version is '<version>@<sha256>', so a promotion marks the scores "
-                    "downstream stale."
+                    "registry. Its data version is `<version>@<sha256>` (a code span, so the UI's markdown shows it "
+                    "as written), so a promotion marks the scores downstream stale."
                 ),
                 owners=["team:ml"],
                 kinds={"pytorch"},

@@ -146,6 +146,7 @@ def test_signature_mismatch_names_the_feature(user, capsys, args, message):
     [
         ("os:system", "standard-library modules are refused"),
         ("batch_assets.core.names:check_name", "is not a torch.nn.Module subclass"),
+        ("batch_assets.core.names:Nope", "module 'batch_assets.core.names' has no class 'Nope'"),
         ("my_missing_pkg.models:Net", "cannot import module 'my_missing_pkg.models'"),
         ("not a ref", "expected 'package.module:ClassName'"),
     ],

@@ -83,8 +83,13 @@ def test_demo_from_scratch_then_again(tmp_path):
     assert counts(home) == first
 
     # one day of the whole chain again, from the shell, as a user pointing it at new files would
-    out = cli(home, "materialize", "2026-09-10").stdout
-    assert "daily_pipeline 2026-09-10: ok" in out
+    done = cli(home, "materialize", "2026-09-10")
+    assert "daily_pipeline 2026-09-10: ok" in done.stdout
+    assert (
+        "BackfillPolic" not in done.stderr and "Warning" not in done.stderr
+    )  # no notices for the code author
+    unknown = cli(home, "materialize", "2026-09-10", "--job", "nope", expect=2)
+    assert "BATCH_ASSETS_SPECS" in unknown.stderr
     assert counts(home) == first
     missing = cli(home, "materialize", "2026-09-11", expect=2)
     assert "no landing folder for 2026-09-11" in missing.stderr and "Traceback" not in missing.stderr

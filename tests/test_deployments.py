@@ -108,6 +108,7 @@ def test_local_dagster_yaml_loads(tmp_path):
     instance = dg.DagsterInstance.from_config(str(instance_dir(tmp_path, "local")))
     try:
         assert type(instance.run_storage).__name__ == "SqliteRunStorage"
+        assert instance.nux_enabled is False  # no "Join the community" pop-up over the first UI page
     finally:
         instance.dispose()
 

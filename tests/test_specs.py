@@ -170,3 +170,9 @@ def test_every_rollout_sensor_ticks_at_the_configured_interval(tmp_path):
     defs = build_definitions(settings)
     sensors = [s for s in defs.sensors if s.name.endswith("_rollout")]
     assert len(sensors) == 2 and {s.minimum_interval_seconds for s in sensors} == {7}
+
+
+def test_an_unquoted_yaml_date_is_the_partition_key_it_spells():
+    data = copy.deepcopy(BASE)
+    data["partitioning"] = yaml.safe_load("type: daily\nstart: 2026-11-01")  # YAML reads a date here
+    assert parse_spec(data).partitioning.start == "2026-11-01"

@@ -80,6 +80,8 @@ def import_architecture(ref: str) -> type[nn.Module]:
             "on PYTHONPATH (for the CLI and for Dagster)?"
         ) from exc
     cls = getattr(module, class_name, None)
+    if cls is None:
+        raise ArtifactError(f"architecture {ref!r}: module {module_name!r} has no class {class_name!r}")
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
         raise ArtifactError(
             f"architecture {ref!r}: {module_name}.{class_name} is not a torch.nn.Module subclass"

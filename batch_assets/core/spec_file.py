@@ -56,6 +56,16 @@ class Partitioning(_Strict):
     )
     timezone: str = "UTC"
 
+    @field_validator("start", mode="before")
+    @classmethod
+    def _date_as_text(cls, v: Any) -> Any:
+        """YAML reads an unquoted ``start: 2026-11-01`` as a date: take it as the key it spells."""
+        if isinstance(v, dt.datetime):
+            return v.strftime("%Y-%m-%d-%H:%M")
+        if isinstance(v, dt.date):
+            return v.isoformat()
+        return v
+
     @model_validator(mode="after")
     def _start_matches_type(self) -> Partitioning:
         if self.start is not None:
