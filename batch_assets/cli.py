@@ -219,7 +219,11 @@ def cmd_materialize(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     defs = build_definitions(settings)
-    jobs = sorted(j.name for j in defs.resolve_all_job_defs() if not j.name.startswith("__"))
+    jobs = sorted(  # the partitioned jobs; models are observed by `batch-assets models observe`
+        j.name
+        for j in defs.resolve_all_job_defs()
+        if not j.name.startswith("__") and j.name != "observe_models"
+    )
     if args.job not in jobs:
         print(
             f"error: no job {args.job!r}; jobs: {', '.join(jobs)} (a spec file's jobs appear when "
@@ -247,6 +251,32 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         return 2
     with open_instance(settings) as instance:
         run_partitions(defs, instance, args.job, keys, say=print)
+    return 0
+
+
+def cmd_observe(args: argparse.Namespace) -> int:
+    _quiet_dagster()
+    import dagster as dg
+
+    from batch_assets.definitions import build_definitions
+    from batch_assets.local_runs import QUIET, failure_detail, open_instance
+
+    settings = Settings.from_env()
+    defs = build_definitions(settings)
+    with open_instance(settings) as instance:
+        result = defs.resolve_job_def("observe_models").execute_in_process(
+            instance=instance, run_config=QUIET, raise_on_error=False
+        )
+        if not result.success:
+            raise CommandError(f"observing the models failed: {failure_detail(result)}")
+        for event in result.all_events:
+            if event.event_type == dg.DagsterEventType.ASSET_OBSERVATION:
+                observation = event.asset_observation_data.asset_observation
+                md = observation.metadata
+                print(
+                    f"{observation.asset_key.to_user_string()}: version {md['model_version'].value} "
+                    f"(sha256 {md['model_sha256'].value[:12]}), {md['partitions_behind'].value} partitions behind"
+                )
     return 0
 
 
@@ -854,6 +884,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("version")
     p.add_argument("--alias", default="champion")
     p.set_defaults(func=cmd_promote)
+
+    p = msub.add_parser(
+        "observe", help="record the version behind each dataset's alias on its model asset (the UI's page)"
+    )
+    p.set_defaults(func=cmd_observe)
 
     p = sub.add_parser("demo", help="generate demo data, train and register a model, score every day")
     p.add_argument("--days", type=int, default=60)

@@ -38,9 +38,18 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         for a in built.assets or []
         if isinstance(a, dg.AssetsDefinition) and a.is_executable and a.op.pool == SCORING_POOL
     ]
+    observe = dg.define_asset_job(  # `batch-assets models observe`
+        "observe_models",
+        selection=dg.AssetSelection.groups("models"),
+        description="Record the model version behind each scored dataset's alias.",
+    )
     return dg.Definitions.merge(
         built,
-        dg.Definitions(resources=build_resources(settings), executor=build_executor(settings, scoring_ops)),
+        dg.Definitions(
+            jobs=[observe],
+            resources=build_resources(settings),
+            executor=build_executor(settings, scoring_ops),
+        ),
     )
 
 

@@ -90,6 +90,10 @@ def test_demo_from_scratch_then_again(tmp_path):
     )  # no notices for the code author
     unknown = cli(home, "materialize", "2026-09-10", "--job", "nope", expect=2)
     assert "BATCH_ASSETS_SPECS" in unknown.stderr
+    # models are observed by their own command; materialize offers only the partitioned jobs
+    assert "observe_models" not in unknown.stderr
+    observed = cli(home, "models", "observe").stdout
+    assert "models/risk_model: version 1" in observed and "0 partitions behind" in observed
     assert counts(home) == first
     missing = cli(home, "materialize", "2026-09-11", expect=2)
     assert "no landing folder for 2026-09-11" in missing.stderr and "Traceback" not in missing.stderr

@@ -8,7 +8,7 @@ import dagster as dg
 
 from batch_assets.datasets import build_dataset, demo_spec
 from batch_assets.features import customer_daily_features
-from batch_assets.keys import model_key, partitions_of, scores_key
+from batch_assets.keys import partitions_of, scores_key
 from batch_assets.observability import build_failure_metrics_sensor
 from batch_assets.predictions import MODEL_VERSION_TAG
 from batch_assets.raw import raw_transactions
@@ -42,16 +42,11 @@ def build_demo(settings: Settings) -> dg.Definitions:
         partitions_def=daily_partitions,
         description="Re-run every check of one day's features and scores without rematerializing them.",
     )
-    observe = dg.define_asset_job(
-        "observe_models",
-        selection=dg.AssetSelection.assets(model_key(spec)),
-        description="Record the model version behind the champion alias.",
-    )
     (pipeline,) = [job for job in scoring.jobs or [] if job.name == PIPELINE_JOB]
     return dg.Definitions.merge(
         scoring,
         dg.Definitions(
-            jobs=[ingest, check, observe],
+            jobs=[ingest, check],
             sensors=[build_failure_metrics_sensor(scores_key(spec), partitions_of(spec), MODEL_VERSION_TAG)],
             schedules=[
                 build_daily_schedule(
