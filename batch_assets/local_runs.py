@@ -9,6 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from batch_assets.core.check_table import BLOCKING_CHECKS
 from batch_assets.settings import REPO_ROOT, Settings
 from partitions import daily_partitions
 
@@ -78,8 +79,35 @@ def run_partitions(
         say(f"{job_name} {key}: ok (run {result.run_id[:8]})")
 
 
+def failed_checks(result: dg.ExecuteInProcessResult) -> list[str]:
+    """Each blocking check (by the check table) that failed with ERROR in the run: what it judged, why it
+    failed (its own description) and its key figures, one line each."""
+    lines = []
+    for event in result.all_events:
+        if event.event_type != dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+            continue
+        ev = event.event_specific_data
+        if ev.passed or ev.check_name not in BLOCKING_CHECKS or ev.severity != dg.AssetCheckSeverity.ERROR:
+            continue
+        figures = [
+            f"{k}={v.value}"
+            for k, v in ev.metadata.items()
+            if isinstance(v.value, int | float | bool) and not k.startswith("dagster/")
+        ][:6]
+        where = f"{ev.asset_key.to_user_string()} {ev.partition or ''}".strip()
+        lines.append(
+            f"{where}: {ev.check_name} failed: {ev.description}"
+            + (f" ({', '.join(figures)})" if figures else "")
+        )
+    return lines
+
+
 def failure_detail(result: dg.ExecuteInProcessResult) -> str:
-    """The root cause of the first failed step, in one line of text."""
+    """The root cause of the first failed step, in one line of text, and the reason of each failed
+    blocking check on lines of their own."""
+    checks = failed_checks(result)
+    if checks:
+        return "blocking checks failed:\n  " + "\n  ".join(checks)
     failure = next((e for e in result.all_events if e.is_step_failure), None)
     if failure is None or failure.step_failure_data.error is None:
         return "see the run in the UI"

@@ -82,3 +82,13 @@ def test_init_creates_the_state_folder_with_its_dagster_yaml(home):
     shipped = Path(__file__).resolve().parent.parent / "deployments" / "local" / "dagster.yaml"
     assert (home / "dagster_home" / "dagster.yaml").read_text() == shipped.read_text()
     assert all((home / d).is_dir() for d in ("registry", "landing", "dagster_home")) and str(home) in out
+
+
+def test_a_failed_blocking_check_says_which_and_why(home):
+    """Scoring a day that has no features stops at the blocking contract check; the command says so with the
+    check's own reason and figures, not only that a check failed."""
+    proc = cli("materialize", "2026-10-01", "--job", "score_daily", home=home, check=False)
+    assert proc.returncode == 2
+    error = proc.stderr[proc.stderr.index("error: ") :]
+    assert "features/customer_daily 2026-10-01: contract failed: the feature partition is empty" in error
+    assert "rows=0" in error
