@@ -40,7 +40,9 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     ]
     observe = dg.define_asset_job(  # `batch-assets models observe`
         "observe_models",
-        selection=dg.AssetSelection.groups("models"),
+        selection=dg.AssetSelection.assets(
+            *(k for a in built.assets or [] for k in getattr(a, "keys", ()) if k.path[0] == "models")
+        ),
         description="Record the model version behind each scored dataset's alias.",
     )
     return dg.Definitions.merge(
