@@ -9,7 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from batch_assets.core.check_table import BLOCKING_CHECKS
+from batch_assets.core.check_table import ANY_BLOCKING_CHECK
 from batch_assets.settings import REPO_ROOT, Settings
 from partitions import daily_partitions
 
@@ -87,7 +87,7 @@ def failed_checks(result: dg.ExecuteInProcessResult) -> list[str]:
         if event.event_type != dg.DagsterEventType.ASSET_CHECK_EVALUATION:
             continue
         ev = event.event_specific_data
-        if ev.passed or ev.check_name not in BLOCKING_CHECKS or ev.severity != dg.AssetCheckSeverity.ERROR:
+        if ev.passed or ev.check_name not in ANY_BLOCKING_CHECK or ev.severity != dg.AssetCheckSeverity.ERROR:
             continue
         figures = [
             f"{k}={v.value}"

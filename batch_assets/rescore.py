@@ -55,12 +55,6 @@ def dataset_spec(settings: Settings, name: str | None) -> SpecFile:
     raise SpecError(f"no scored dataset {name!r} (known: {', '.join(known)}; set BATCH_ASSETS_SPECS)")
 
 
-def _demo_spec() -> SpecFile:
-    from batch_assets.datasets import demo_spec
-
-    return demo_spec()
-
-
 def registry_of(settings: Settings) -> ModelRegistry:
     """The registry the runs read, through the same resource and settings."""
     from resources.builder import shell_resources
@@ -101,7 +95,7 @@ def status(
     spec: SpecFile | None = None,
 ) -> dict[str, list[str]]:
     """Partitions grouped by the model version of their latest materialization, and the rollout."""
-    spec = spec or _demo_spec()
+    spec = spec or dataset_spec(settings, None)
     registry = registry_of(settings)
     try:
         champion = registry.resolve(spec.model.name, spec.model.alias).version
@@ -139,7 +133,7 @@ def plan(
     spec: SpecFile | None = None,
 ) -> list[rollout.Request]:
     """Evaluate the rollout sensor once against its stored cursor and print the requests; launch nothing."""
-    spec = spec or _demo_spec()
+    spec = spec or dataset_spec(settings, None)
     cursor = stored_cursor(instance, sensor_name(spec))
     requests, state, skip = evaluate_rollout(
         instance,
@@ -169,7 +163,7 @@ def cancel(
     spec: SpecFile | None = None,
 ) -> list[str]:
     """Cancel the current rollout: its active backfills and a canary run not yet finished."""
-    spec = spec or _demo_spec()
+    spec = spec or dataset_spec(settings, None)
     rid = require_rollout(settings, spec, "cancel")
     write_control(instance, spec, rollout=rid, cancelled_at=time.time())
     cancelled = []
@@ -202,7 +196,7 @@ def resume(
     spec: SpecFile | None = None,
 ) -> None:
     """Record a resume: the sensor's next tick requests what is still behind, nothing already re-scored."""
-    spec = spec or _demo_spec()
+    spec = spec or dataset_spec(settings, None)
     rid = require_rollout(settings, spec, "resume")
     write_control(instance, spec, rollout=rid, resumed_at=time.time())
     behind = sum(

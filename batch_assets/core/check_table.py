@@ -249,7 +249,7 @@ CHECKS: tuple[Check, ...] = (
 
 # The blocking checks: a failure with ERROR stops what is downstream (the CLI names each one and says why);
 # those of the predictions are what a canary must pass before a rollout goes on.
-BLOCKING_CHECKS = tuple(c.name for c in CHECKS if c.blocking)
+ANY_BLOCKING_CHECK = tuple(c.name for c in CHECKS if c.blocking)
 BLOCKING_PREDICTION_CHECKS = tuple(c.name for c in CHECKS if c.blocking and c.asset == PREDICTIONS)
 
 
